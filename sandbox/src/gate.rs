@@ -1,0 +1,430 @@
+//! The AWS gate: an HTTP proxy in front of moto that the operator and the tests use as their AWS
+//! endpoint (`AWS_ENDPOINT_URL`). It
+//!
+//! - records every call (service, operation, key parameters, outcome, time) for tests and the benchmark;
+//! - adds the AWS behaviour moto lacks (../shared/reference/moto-and-aws.md, "Where moto differs"):
+//!   ECS service rules and DAEMON presentation ([`ecs`]), Auto Scaling rules ([`autoscaling`]),
+//!   answering refusals with AWS's own codes in each protocol's format ([`protocol`]);
+//! - injects faults and emulates request-rate limits ([`faults`]).
+//!
+//! A small JSON control API on a second port serves the same to other processes:
+//! `GET /calls`, `GET /counts`, `POST /reset-log`, `GET|POST|DELETE /faults`,
+//! `GET|POST|DELETE /rate-limits`.
+//!
+//! State moto lacks (client tokens, DRAINING services, deployments) lives here, keyed by
+//! account/region/cluster/service; it is lost with the gate.
+
+mod autoscaling;
+mod control;
+mod ecs;
+pub mod faults;
+pub mod protocol;
+mod upstream;
+mod xml;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, task::JoinSet};
+
+pub use self::faults::{Fault, FaultKind, RateLimit};
+use self::{
+    faults::{FaultSet, RateLimiter},
+    protocol::Identified,
+    upstream::Upstream,
+};
+use crate::moto::ACCOUNT_ID;
+
+/// How to start a gate.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// moto's base URL (`http://127.0.0.1:PORT`).
+    pub upstream: String,
+    /// Port of the AWS endpoint; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Port of the control API; `None` picks a free one.
+    pub control_port: Option<u16>,
+    /// Shortest time a deleted service stays DRAINING, even when it has no tasks left (AWS takes a
+    /// few seconds; this keeps the "re-created right after deletion" race reproducible).
+    pub draining_min: Duration,
+    /// Request-rate limits per service (`"ecs"`, `"autoscaling"`, ...), from the start.
+    pub rate_limits: BTreeMap<String, RateLimit>,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            upstream: String::new(),
+            port: None,
+            control_port: None,
+            draining_min: Duration::from_secs(1),
+            rate_limits: BTreeMap::new(),
+        }
+    }
+}
+
+impl GateConfig {
+    pub fn new(upstream: &str) -> GateConfig {
+        GateConfig { upstream: upstream.to_string(), ..GateConfig::default() }
+    }
+}
+
+/// One call through the gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    /// Service signing name: `ecs`, `autoscaling`, `ec2`, `ssm`, `iam`, `sts` (`moto` for `/moto-api`).
+    pub service: String,
+    pub operation: String,
+    /// Key parameters (cluster, service, ASG and launch template names, ...).
+    pub params: BTreeMap<String, String>,
+    /// HTTP status answered; 0 when the connection was dropped.
+    pub status: u16,
+    /// AWS error code of an error answer (`ThrottlingException`, `AlreadyExists`, ...).
+    pub error_code: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    /// Whether the operation changes state (not Describe/List/Get).
+    pub mutating: bool,
+    pub region: String,
+}
+
+impl Call {
+    /// `"ecs:CreateService"`, the key of [`Gate::counts`].
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.service, self.operation)
+    }
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let dt: chrono::DateTime<chrono::Utc> = (*t).into();
+        s.serialize_str(&dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        let dt = chrono::DateTime::parse_from_rfc3339(&s).map_err(D::Error::custom)?;
+        Ok(dt.with_timezone(&chrono::Utc).into())
+    }
+}
+
+/// Adds and clears faults of a running gate.
+#[derive(Clone)]
+pub struct FaultControl {
+    faults: Arc<Mutex<FaultSet>>,
+    limiter: Arc<Mutex<RateLimiter>>,
+}
+
+impl FaultControl {
+    pub fn add(&self, fault: Fault) {
+        self.faults.lock().unwrap().add(fault);
+    }
+
+    pub fn clear(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
+    /// The active faults (counted ones disappear when used up).
+    pub fn list(&self) -> Vec<Fault> {
+        self.faults.lock().unwrap().list()
+    }
+
+    /// Sets (or with `None` removes) the request-rate limit of a service.
+    pub fn set_rate_limit(&self, service: &str, limit: Option<RateLimit>) {
+        self.limiter.lock().unwrap().set(service, limit);
+    }
+
+    pub fn rate_limits(&self) -> BTreeMap<String, RateLimit> {
+        self.limiter.lock().unwrap().limits()
+    }
+}
+
+/// State shared by the proxy's connections.
+pub(crate) struct Shared {
+    cfg: GateConfig,
+    upstream: Upstream,
+    calls: Mutex<Vec<Call>>,
+    control: FaultControl,
+    ecs: Mutex<ecs::Overlay>,
+    /// Held across check-then-forward of the ruled mutations, so two concurrent calls cannot both
+    /// pass a check (two CreateService of one name, for instance).
+    rules_lock: tokio::sync::Mutex<()>,
+}
+
+/// One request being handled.
+pub(crate) struct Ctx {
+    method: http::Method,
+    path_and_query: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+    id: Identified,
+    account: String,
+}
+
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+impl Shared {
+    /// Forwards the request to moto, with `body` replacing the original one if given.
+    async fn forward(&self, ctx: &Ctx, body: Option<Bytes>) -> Result<upstream::Raw> {
+        self.upstream.send(&ctx.method, &ctx.path_and_query, &ctx.headers, body.unwrap_or_else(|| ctx.body.clone())).await
+    }
+
+    fn side(&self, ctx: &Ctx) -> upstream::Side<'_> {
+        self.upstream.side(&ctx.headers)
+    }
+
+    fn record(&self, ctx: &Ctx, status: u16, error_code: Option<String>) {
+        let call = Call {
+            service: ctx.id.service.clone(),
+            operation: ctx.id.operation.clone(),
+            params: protocol::key_params(&ctx.id),
+            status,
+            error_code,
+            at: SystemTime::now(),
+            mutating: protocol::is_mutating(&ctx.id.operation),
+            region: ctx.id.region.clone(),
+        };
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+/// The connection is dropped without an answer (the `Drop` fault).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+struct Dropped;
+
+/// A running gate; its servers stop when it is dropped.
+pub struct Gate {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    control_addr: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Gate {
+    pub async fn start(cfg: GateConfig) -> Result<Gate> {
+        let upstream = Upstream::new(&cfg.upstream)?;
+        keep_tasks_running(&upstream).await;
+        let mut limiter = RateLimiter::default();
+        for (service, limit) in &cfg.rate_limits {
+            limiter.set(service, Some(*limit));
+        }
+        let control = FaultControl {
+            faults: Arc::new(Mutex::new(FaultSet::default())),
+            limiter: Arc::new(Mutex::new(limiter)),
+        };
+        let listener = TcpListener::bind(("127.0.0.1", cfg.port.unwrap_or(0))).await.context("binding the gate")?;
+        let control_listener = TcpListener::bind(("127.0.0.1", cfg.control_port.unwrap_or(0)))
+            .await
+            .context("binding the gate's control API")?;
+        let addr = listener.local_addr()?;
+        let control_addr = control_listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            cfg,
+            upstream,
+            calls: Mutex::new(Vec::new()),
+            control,
+            ecs: Mutex::new(ecs::Overlay::default()),
+            rules_lock: tokio::sync::Mutex::new(()),
+        });
+        let mut tasks = JoinSet::new();
+        let sh = shared.clone();
+        tasks.spawn(serve(listener, move || {
+            let sh = sh.clone();
+            hyper::service::service_fn(move |req| handle(sh.clone(), req))
+        }));
+        let router = control::router(shared.clone());
+        tasks.spawn(serve(control_listener, move || hyper_util::service::TowerToHyperService::new(router.clone())));
+        tracing::info!(%addr, %control_addr, "AWS gate started");
+        Ok(Gate { shared, addr, control_addr, tasks })
+    }
+
+    /// The AWS endpoint (`AWS_ENDPOINT_URL`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The control API's base URL (`SANDBOX_GATE_URL`).
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control_addr)
+    }
+
+    /// moto's URL behind the gate.
+    pub fn upstream_url(&self) -> &str {
+        self.shared.upstream.base()
+    }
+
+    /// Every call so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    /// Number of calls per `"service:Operation"`.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        counts(&self.shared.calls.lock().unwrap())
+    }
+
+    /// Empties the call log.
+    pub fn clear_calls(&self) {
+        self.shared.calls.lock().unwrap().clear();
+    }
+
+    /// Fault and rate-limit controls.
+    pub fn faults(&self) -> FaultControl {
+        self.shared.control.clone()
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.shared.control.add(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.control.clear();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+fn counts(calls: &[Call]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in calls {
+        *out.entry(c.key()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// moto advances a task's state on every DescribeTasks; this keeps them RUNNING (as the agent would)
+/// even when only the gate describes them.
+pub(crate) async fn keep_tasks_running(upstream: &Upstream) {
+    let body = serde_json::json!({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}});
+    let headers = http::HeaderMap::new();
+    let _ = upstream
+        .send(&http::Method::POST, "/moto-api/state-manager/set-transition", &headers, Bytes::from(body.to_string()))
+        .await;
+}
+
+/// Accepts connections until aborted; aborting also ends every connection (the JoinSet drops).
+async fn serve<M, S, B>(listener: TcpListener, make: M)
+where
+    M: Fn() -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let svc = make();
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(Dropped),
+    };
+    let id = protocol::identify(&parts.headers, &parts.uri, &body);
+    let account = parts
+        .headers
+        .get("x-moto-account-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(ACCOUNT_ID)
+        .to_string();
+    let ctx = Ctx {
+        method: parts.method,
+        path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
+        headers: parts.headers,
+        body,
+        id,
+        account,
+    };
+    let decision = if ctx.id.service == "moto" {
+        faults::Decision::default()
+    } else {
+        sh.control.faults.lock().unwrap().decide(&ctx.id.service, &ctx.id.operation, rand::random::<f64>)
+    };
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    let service = ctx.id.service.as_str();
+    let reply = match decision.action {
+        Some(FaultKind::Drop) => {
+            sh.record(&ctx, 0, Some("ConnectionDropped".into()));
+            return Err(Dropped);
+        }
+        Some(FaultKind::Throttle) => throttled(service),
+        Some(FaultKind::Status(s)) => {
+            let (code, msg) = protocol::status_error(service, s);
+            protocol::error_response(service, s, code, msg)
+        }
+        Some(FaultKind::Latency(_)) | None => {
+            let admitted =
+                sh.control.limiter.lock().unwrap().admit(&ctx.id.service, &ctx.id.region, Instant::now());
+            if admitted { process(&sh, &ctx).await } else { throttled(service) }
+        }
+    };
+    let status = reply.status().as_u16();
+    let code = match reply.body().clone().collect().await {
+        Ok(b) => protocol::error_code(status, reply.headers(), &b.to_bytes()),
+        Err(never) => match never {},
+    };
+    sh.record(&ctx, status, code);
+    Ok(reply)
+}
+
+fn throttled(service: &str) -> Reply {
+    let (status, code, msg) = protocol::throttle_error(service);
+    protocol::error_response(service, status, code, msg)
+}
+
+/// Applies the AWS rules of the call's service, forwarding to moto what passes.
+async fn process(sh: &Shared, ctx: &Ctx) -> Reply {
+    let result = match ctx.id.service.as_str() {
+        "ecs" => ecs::handle(sh, ctx).await,
+        "autoscaling" => autoscaling::handle(sh, ctx).await,
+        _ => sh.forward(ctx, None).await.map(upstream::Raw::into_response),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::warn!(error = %format!("{e:#}"), operation = %ctx.id.operation, "gate could not reach moto");
+        Response::builder()
+            .status(502)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(format!("gate: {e:#}"))))
+            .expect("static response")
+    })
+}
