@@ -16,6 +16,7 @@ pub mod defender;
 pub mod ecs_world;
 pub mod gate;
 pub mod moto;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod tools;

@@ -1,1 +1,57 @@
-fn main() {}
+//! `sandbox up`: starts the test world for a person (or another tool) and keeps it running until
+//! Ctrl-C, printing (and with `--env-file FILE` writing) what is needed to use it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use sandbox::world::{Sandbox, SandboxOptions};
+
+#[derive(Parser)]
+#[command(name = "sandbox", about = "The ecs-defender-operator local test world")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start etcd, kube-apiserver, moto and the simulators; keep them running until Ctrl-C.
+    Up {
+        /// Also write the environment as shell `KEY=value` lines to this file.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    let Cmd::Up { env_file } = Cli::parse().command;
+    eprintln!("starting the sandbox (etcd, kube-apiserver, moto, ...)");
+    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+    let lines: String = sandbox.env().iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
+    if let Some(path) = &env_file {
+        // Written whole, then renamed, so a reader never sees half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &lines)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    println!("{lines}");
+    eprintln!("sandbox is up; `source` the lines above (or --env-file) to use it. Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping the sandbox");
+    if let Some(path) = &env_file {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(sandbox);
+    Ok(())
+}
+
+fn shell_quote(v: &str) -> String {
+    if v.chars().all(|c| c.is_ascii_alphanumeric() || "/:._-=@,+".contains(c)) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}

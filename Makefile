@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything they need is built or
+# installed on first use and cached outside the repository, in $(CACHE).
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecs-defender-operator
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+CRD := crds/ecsdefenderdeployments.ecsdefender.io.yaml
+CHART_CRD := charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml
+
+.PHONY: test demo tools build crd lint fmt bench sandbox
+
+## test: install what tests need (once), then run every test
+test: tools
+	cargo test --workspace --all-targets --locked
+
+## demo: start the local test world, run the operator and bring the sample to Ready
+demo: tools
+	bash hack/demo.sh
+
+## tools: build/install the test world's binaries (kube-apiserver, etcd, kubectl, helm, moto)
+tools:
+	bash hack/install-test-tools.sh
+
+build:
+	cargo build --workspace --locked
+
+## crd: regenerate the committed CRD (and the chart's copy) from the Rust types
+crd:
+	cargo run --locked --quiet --bin crdgen > $(CRD)
+	mkdir -p $(dir $(CHART_CRD)) && cp $(CRD) $(CHART_CRD)
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## sandbox: start the local test world and keep it running (Ctrl-C stops it)
+sandbox: tools
+	cargo run --locked --quiet -p ecs-defender-sandbox --bin sandbox -- up --env-file .sandbox/env

@@ -1,0 +1,176 @@
+//! EC2 and SSM calls: launch templates, the default VPC's subnets, security groups, the AMI.
+
+use aws_sdk_ec2::types::{
+    Filter, LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+};
+
+use super::{AwsClients, AwsError, Tags};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchTemplate {
+    pub id: String,
+    pub name: String,
+    pub default_version: i64,
+    pub latest_version: i64,
+    pub tags: Tags,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewLaunchTemplate {
+    pub name: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub instance_profile: String,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub associate_public_ip_address: bool,
+    /// Plain text; base64-encoded on the wire.
+    pub user_data: String,
+    pub client_token: String,
+    pub tags: Tags,
+}
+
+fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+impl AwsClients {
+    pub async fn describe_launch_template(&self, name: &str) -> Result<Option<LaunchTemplate>, AwsError> {
+        let result = self.finish(
+            "ec2:DescribeLaunchTemplates",
+            self.ec2.describe_launch_templates().launch_template_names(name).send().await,
+        );
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if e.code_is("InvalidLaunchTemplateName.NotFoundException") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(out.launch_templates().iter().find(|t| t.launch_template_name() == Some(name)).map(|t| LaunchTemplate {
+            id: t.launch_template_id().unwrap_or_default().to_string(),
+            name: name.to_string(),
+            default_version: t.default_version_number().unwrap_or(1),
+            latest_version: t.latest_version_number().unwrap_or(1),
+            tags: t.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+        }))
+    }
+
+    pub async fn create_launch_template(&self, lt: &NewLaunchTemplate) -> Result<LaunchTemplate, AwsError> {
+        use base64::Engine;
+        let network = LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+            .device_index(0)
+            .associate_public_ip_address(lt.associate_public_ip_address)
+            .set_groups(Some(lt.security_group_ids.clone()))
+            .build();
+        let profile = if lt.instance_profile.starts_with("arn:") {
+            LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(&lt.instance_profile).build()
+        } else {
+            LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(&lt.instance_profile).build()
+        };
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(&lt.image_id)
+            .instance_type(lt.instance_type.as_str().into())
+            .iam_instance_profile(profile)
+            .network_interfaces(network)
+            .set_key_name(lt.key_name.clone())
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&lt.user_data))
+            .tag_specifications(
+                aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(&lt.tags)))
+                    .build(),
+            )
+            .build();
+        let out = self.finish(
+            "ec2:CreateLaunchTemplate",
+            self.ec2
+                .create_launch_template()
+                .launch_template_name(&lt.name)
+                .launch_template_data(data)
+                .client_token(&lt.client_token)
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::LaunchTemplate)
+                        .set_tags(Some(ec2_tags(&lt.tags)))
+                        .build(),
+                )
+                .send()
+                .await,
+        )?;
+        let t = out.launch_template();
+        Ok(LaunchTemplate {
+            id: t.and_then(|t| t.launch_template_id()).unwrap_or_default().to_string(),
+            name: lt.name.clone(),
+            default_version: 1,
+            latest_version: 1,
+            tags: lt.tags.clone(),
+        })
+    }
+
+    pub async fn delete_launch_template(&self, id: &str) -> Result<(), AwsError> {
+        match self.finish("ec2:DeleteLaunchTemplate", self.ec2.delete_launch_template().launch_template_id(id).send().await) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code.as_deref().is_some_and(|c| c.starts_with("InvalidLaunchTemplateId")) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The default VPC's default subnets; empty when the account has no default VPC.
+    pub async fn default_subnets(&self) -> Result<Vec<String>, AwsError> {
+        let vpcs = self.finish(
+            "ec2:DescribeVpcs",
+            self.ec2.describe_vpcs().filters(Filter::builder().name("is-default").values("true").build()).send().await,
+        )?;
+        let Some(vpc) = vpcs.vpcs().first().and_then(|v| v.vpc_id()) else { return Ok(vec![]) };
+        let out = self.finish(
+            "ec2:DescribeSubnets",
+            self.ec2
+                .describe_subnets()
+                .filters(Filter::builder().name("vpc-id").values(vpc).build())
+                .filters(Filter::builder().name("default-for-az").values("true").build())
+                .send()
+                .await,
+        )?;
+        let mut ids: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_string)).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Resolves security groups given by name or `sg-` id to ids. Returns the ids found and the
+    /// names or ids that do not exist.
+    pub async fn resolve_security_groups(&self, groups: &[String]) -> Result<(Vec<String>, Vec<String>), AwsError> {
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for g in groups {
+            let req = if g.starts_with("sg-") {
+                self.ec2.describe_security_groups().filters(Filter::builder().name("group-id").values(g).build())
+            } else {
+                self.ec2.describe_security_groups().filters(Filter::builder().name("group-name").values(g).build())
+            };
+            let out = self.finish("ec2:DescribeSecurityGroups", req.send().await)?;
+            match out.security_groups().first().and_then(|s| s.group_id()) {
+                Some(id) => found.push(id.to_string()),
+                None => missing.push(g.clone()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// The value of an SSM parameter (an AMI id); `None` when it does not exist.
+    pub async fn get_ssm_parameter(&self, name: &str) -> Result<Option<String>, AwsError> {
+        match self.finish("ssm:GetParameter", self.ssm.get_parameter().name(name).send().await) {
+            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+            Err(e) if e.code_is("ParameterNotFound") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an AMI exists (and is visible to this account).
+    pub async fn image_exists(&self, image_id: &str) -> Result<bool, AwsError> {
+        match self.finish("ec2:DescribeImages", self.ec2.describe_images().image_ids(image_id).send().await) {
+            Ok(out) => Ok(!out.images().is_empty()),
+            Err(e) if e.code.as_deref().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! AWS access behind narrow, domain-typed calls: every method takes and returns our structs, not
+//! SDK builders, classifies its failure (transient or permanent) and counts itself in the metrics.
+//!
+//! - [`clients`]: building SDK clients per (region, endpoint, credentials), shared across resources.
+//! - [`ecs`], [`autoscaling`], [`ec2`]: the calls the reconcile pipeline makes.
+
+pub mod autoscaling;
+pub mod clients;
+pub mod ec2;
+pub mod ecs;
+mod error;
+
+pub use clients::{AwsClients, AwsPool, AwsTarget, StaticCredentials};
+pub use error::AwsError;
+
+/// Tag keys on everything the operator creates.
+pub mod tags {
+    /// The owning resource's UID: how the operator recognises what it created.
+    pub const OWNER: &str = "ecsdefender.io/owner";
+    /// `namespace/name` of the owning resource, for people.
+    pub const RESOURCE: &str = "ecsdefender.io/resource";
+    /// sha256 of a task definition as registered.
+    pub const DIGEST: &str = "ecsdefender.io/digest";
+    /// The Console version that generated a task definition.
+    pub const CONSOLE_VERSION: &str = "ecsdefender.io/console-version";
+}
+
+/// Tags as key/value pairs, in a stable order.
+pub type Tags = std::collections::BTreeMap<String, String>;

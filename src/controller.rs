@@ -1,0 +1,218 @@
+//! The controller: shared [`Context`], startup checks, and `reconcile` (finalizer bookkeeping
+//! around the pipeline in [`crate::reconcile`]) with its requeue and backoff policy.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{EventType, Recorder, Reporter},
+        watcher,
+    },
+};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::{
+    aws::AwsPool,
+    crd::{EcsDefenderDeployment, FINALIZER},
+    error::Error,
+    metrics::Metrics,
+    prisma::ConsolePool,
+    reconcile::{self, Progress},
+};
+
+/// Operator settings (flags / environment).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Requeue while converging.
+    pub converging_requeue: Duration,
+    /// Resync of a Ready resource.
+    pub steady_requeue: Duration,
+    /// Re-check of a Stalled resource (a Secret may appear, an AMI may become visible).
+    pub stalled_requeue: Duration,
+    /// Longest backoff after transient failures.
+    pub max_backoff: Duration,
+    /// An AWS endpoint for resources that set none (emulators, private endpoints).
+    pub aws_endpoint_url: Option<String>,
+    /// Watch one namespace only.
+    pub namespace: Option<String>,
+    /// Name in Events.
+    pub reporter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            converging_requeue: Duration::from_secs(5),
+            steady_requeue: Duration::from_secs(300),
+            stalled_requeue: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(300),
+            aws_endpoint_url: None,
+            namespace: None,
+            reporter: "ecs-defender-operator".into(),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub aws: AwsPool,
+    pub consoles: ConsolePool,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: Config,
+    /// Consecutive failures per resource, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs the controller until a shutdown signal; `ready` turns true once it watches.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let api: Api<EcsDefenderDeployment> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Fail fast with a hint when the CRD is missing.
+    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list EcsDefenderDeployments ({e}); is the CRD installed? \
+             kubectl apply -f crds/ecsdefenderdeployments.ecsdefender.io.yaml"
+        );
+    }
+    let ctx = Arc::new(Context {
+        aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
+        consoles: ConsolePool::new(metrics.clone()),
+        recorder: Recorder::new(client.clone(), Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() }),
+        client,
+        metrics,
+        config,
+        failures: Default::default(),
+    });
+    info!("watching EcsDefenderDeployments");
+    ready.store(true, Ordering::SeqCst);
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                // Errors are reported on the resource already; this is the controller's own view.
+                tracing::debug!(error = %e, "reconcile ended with an error");
+            }
+        })
+        .await;
+    ready.store(false, Ordering::SeqCst);
+    info!("controller stopped");
+    Ok(())
+}
+
+async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", namespace = %edd.namespace().unwrap_or_default(), name = %edd.name_any());
+    async move {
+        let _timer = ctx.metrics.reconcile_started();
+        let result = reconcile_inner(&edd, &ctx).await;
+        let key = key(&edd);
+        match &result {
+            Ok(_) => {
+                ctx.failures.lock().unwrap().remove(&key);
+            }
+            Err(err) => {
+                ctx.metrics.reconcile_failed(err.category());
+                if err.is_transient() {
+                    warn!(category = err.category(), error = %err, "reconcile failed; will retry");
+                } else {
+                    error!(category = err.category(), error = %err, "reconcile stalled; waiting for a change");
+                }
+                reconcile::publish(&ctx, &edd, EventType::Warning, err.category(), err.to_string()).await;
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_inner(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &edd.namespace().unwrap_or_default());
+    let has_finalizer = edd.finalizers().iter().any(|f| f == FINALIZER);
+    if edd.metadata.deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        if reconcile::reconcile_cleanup(edd, ctx).await? {
+            let finalizers: Vec<String> = edd.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            set_finalizers(&api, edd, finalizers).await?;
+            info!("teardown complete; finalizer removed");
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(ctx.config.converging_requeue));
+    }
+    if !has_finalizer {
+        // Before any AWS change, so nothing we create can outlive the resource unnoticed.
+        let mut finalizers = edd.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        set_finalizers(&api, edd, finalizers).await?;
+    }
+    match reconcile::reconcile_apply(edd, ctx).await? {
+        Progress::Converging => Ok(Action::requeue(ctx.config.converging_requeue)),
+        Progress::Steady => Ok(Action::requeue(ctx.config.steady_requeue)),
+        Progress::Stalled => Ok(Action::requeue(ctx.config.stalled_requeue)),
+    }
+}
+
+/// A merge patch carrying `resourceVersion`, so it fails rather than overwrite a concurrent change.
+async fn set_finalizers(api: &Api<EcsDefenderDeployment>, edd: &EcsDefenderDeployment, finalizers: Vec<String>) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": edd.resource_version()}
+    });
+    api.patch(&edd.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+fn error_policy(edd: Arc<EcsDefenderDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    if !err.is_transient() {
+        return Action::requeue(ctx.config.stalled_requeue);
+    }
+    let n = {
+        let mut failures = ctx.failures.lock().unwrap();
+        let n = failures.entry(key(&edd)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(n, ctx.config.converging_requeue, ctx.config.max_backoff, rand::random::<f64>());
+    Action::requeue(delay.max(err.retry_after().unwrap_or_default()))
+}
+
+/// Exponential backoff with jitter: base * 2^(n-1), capped, then scaled into [50%, 100%].
+pub fn backoff(n: u32, base: Duration, max: Duration, random: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(max);
+    exp.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
+}
+
+fn key(edd: &EcsDefenderDeployment) -> String {
+    format!("{}/{}", edd.namespace().unwrap_or_default(), edd.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(1, base, max, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, max, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(30, base, max, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff(3, base, max, 0.0), Duration::from_secs(2), "jitter keeps at least half");
+    }
+}

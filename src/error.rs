@@ -1,0 +1,64 @@
+//! The operator's top-level error: what stopped a reconcile, whether retrying can help, and a
+//! fixed category name used as the metrics label and the Event reason.
+
+use crate::{aws::AwsError, prisma::ConsoleError, validate::InvalidSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyMissing { namespace: String, name: String, key: &'static str },
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{step}: {message}")]
+    Stalled { step: &'static str, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A fixed PascalCase name: the metrics label and the Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::SecretKeyMissing { .. } => "SecretInvalid",
+            Error::Aws(e) if e.is_access_denied() => "AwsAccessDenied",
+            Error::Aws(e) if e.transient => "AwsUnavailable",
+            Error::Aws(_) => "AwsError",
+            Error::Console(ConsoleError::Unauthorized { .. }) => "ConsoleUnauthorized",
+            Error::Console(ConsoleError::Forbidden { .. }) => "ConsoleForbidden",
+            Error::Console(ConsoleError::RateLimited { .. }) => "ConsoleRateLimited",
+            Error::Console(e) if e.is_transient() => "ConsoleUnavailable",
+            Error::Console(ConsoleError::Config(_)) => "ConsoleConfigInvalid",
+            Error::Console(_) => "ConsoleError",
+            Error::Kube(_) => "KubeApiError",
+            Error::Stalled { step, .. } => step,
+        }
+    }
+
+    /// Retrying without a change can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Aws(e) => e.transient,
+            Error::Console(e) => e.is_transient(),
+            Error::Kube(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A lower bound for the next attempt, when the other side said one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Console(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}

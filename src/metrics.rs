@@ -1,0 +1,89 @@
+//! Prometheus metrics, served on `/metrics`. Every label value comes from a fixed set (operation
+//! names, outcome and error-category constants), so label cardinality stays bounded.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    failures: Family<CategoryLabels, Counter>,
+    duration: Histogram,
+    aws_calls: Family<CallLabels, Counter>,
+    console_calls: Family<CallLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ecs_defender_operator");
+        let reconciles = Counter::default();
+        let failures = Family::<CategoryLabels, Counter>::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter());
+        let aws_calls = Family::<CallLabels, Counter>::default();
+        let console_calls = Family::<CallLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register("reconcile_failures", "Failed reconciles by error category", failures.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
+        registry.register("aws_calls", "AWS API calls by operation and outcome", aws_calls.clone());
+        registry.register("console_calls", "Prisma Cloud Console API calls by operation and outcome", console_calls.clone());
+        Self { registry, reconciles, failures, duration, aws_calls, console_calls }
+    }
+}
+
+impl Metrics {
+    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
+        self.reconciles.inc();
+        ReconcileTimer { metrics: self, start: std::time::Instant::now() }
+    }
+
+    pub fn reconcile_failed(&self, category: &'static str) {
+        self.failures.get_or_create(&CategoryLabels { category }).inc();
+    }
+
+    pub fn aws_call(&self, operation: &'static str, outcome: &'static str) {
+        self.aws_calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    pub fn console_call(&self, operation: &'static str, outcome: &'static str) {
+        self.console_calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Observes the reconcile's duration when dropped, whatever way the reconcile ends.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    start: std::time::Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,252 @@
+//! The reconcile pipeline (DESIGN.md section 3), the only place that sequences I/O:
+//!
+//! ```text
+//! validate (pure) -> dereference (IO: Secrets) -> observe (IO: AWS) -> plan (pure)
+//!   [-> observe what the plan needs (IO: Console, AWS) -> plan (pure)]
+//!   -> apply (IO: AWS) -> status (pure) -> one status patch (IO)
+//! ```
+//! and, on deletion, [`teardown`].
+
+pub mod apply;
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod teardown;
+
+use std::sync::Arc;
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType},
+};
+use tracing::{info, warn};
+
+use crate::{
+    aws::{AwsClients, AwsTarget, StaticCredentials},
+    controller::Context,
+    crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER},
+    error::{Error, Result},
+    prisma::{ConsoleClient, ConsoleTarget},
+    validate::{Desired, validate},
+};
+use plan::{Need, Plan, StepState};
+use status::{Outcome, build_status};
+
+/// How a reconcile left things, for the requeue decision.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Work under way: look again soon.
+    Converging,
+    /// Everything holds: look again at the resync interval.
+    Steady,
+    /// A human must act; look again now and then, in case the world fixed itself.
+    Stalled,
+}
+
+/// (IO) Brings one resource one step closer to its spec and reports it.
+pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
+    let ns = edd.namespace().unwrap_or_default();
+    let generation = edd.metadata.generation.unwrap_or_default();
+    let prev = edd.status.as_ref();
+
+    // validate (pure)
+    let desired = match validate(edd) {
+        Ok(d) => d,
+        Err(invalid) => {
+            let err = Error::InvalidSpec(invalid);
+            let status = build_status(prev, generation, None, Outcome::Stalled { reason: err.category(), message: err.to_string() }, Timestamp::now());
+            patch_status(edd, ctx, status).await?;
+            return Err(err);
+        }
+    };
+    let cluster_name = Some(desired.cluster_name.as_str());
+
+    // dereference (IO): Secrets. A problem here is the user's to fix: Stalled, no AWS call.
+    let clients = match dereference(edd, &desired, ctx).await {
+        Ok(c) => c,
+        Err(err) => {
+            let outcome = outcome_of(&err);
+            patch_status(edd, ctx, build_status(prev, generation, cluster_name, outcome, Timestamp::now())).await?;
+            return Err(err);
+        }
+    };
+    let (aws, console) = clients;
+
+    // observe (IO) -> plan (pure), repeated while the plan needs more observations.
+    let result: Result<(plan::Observed, Plan)> = async {
+        let mut observed = observe::describe_world(&aws, &desired, prev).await?;
+        let mut fetched: Vec<Need> = vec![];
+        loop {
+            let plan = plan::plan(&desired, &observed);
+            let needs: Vec<Need> = plan.needs.iter().copied().filter(|n| !fetched.contains(n)).collect();
+            if needs.is_empty() {
+                return Ok((observed, plan));
+            }
+            observe::fetch_needs(&needs, &aws, &console, &desired, &mut observed).await.map_err(|e| match e {
+                observe::ObserveError::Aws(e) => Error::Aws(e),
+                observe::ObserveError::Console(e) => Error::Console(e),
+            })?;
+            fetched.extend(needs);
+        }
+    }
+    .await;
+    let (observed, plan) = match result {
+        Ok(r) => r,
+        Err(err) => {
+            let outcome = outcome_of(&err);
+            patch_status(edd, ctx, build_status(prev, generation, cluster_name, outcome, Timestamp::now())).await?;
+            return Err(err);
+        }
+    };
+
+    // apply (IO), unless suspended.
+    let suspended = desired.suspend;
+    let applied = if suspended { apply::Applied::default() } else { apply::apply(&aws, &plan.actions).await };
+    for (reason, note) in &applied.done {
+        info!(resource = %edd.name_any(), namespace = %ns, action = reason, "{note}");
+        publish(ctx, edd, EventType::Normal, reason, note.clone()).await;
+    }
+
+    // status (pure) -> one patch (IO)
+    let status = build_status(
+        prev,
+        generation,
+        cluster_name,
+        Outcome::Planned { uid: &desired.uid, observed: &observed, plan: &plan, applied: &applied, suspended },
+        Timestamp::now(),
+    );
+    patch_status(edd, ctx, status).await?;
+
+    if let Some((_, err)) = applied.failed {
+        return Err(Error::Aws(err));
+    }
+    if let Some((_, step)) = plan.steps.all().into_iter().find(|(_, s)| s.state == StepState::Failed) {
+        // Reported as Stalled already; an Event tells whoever watches.
+        publish(ctx, edd, EventType::Warning, step.reason, step.message.clone()).await;
+        return Ok(Progress::Stalled);
+    }
+    let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == StepState::Ready);
+    Ok(if all_ready && !applied.changed() { Progress::Steady } else if suspended { Progress::Steady } else { Progress::Converging })
+}
+
+/// (IO) Teardown on deletion; `Ok(true)` when everything is gone and the finalizer may go.
+pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
+    if edd.spec.deletion_policy == crate::crd::DeletionPolicy::Orphan {
+        publish(ctx, edd, EventType::Normal, "Orphaned", "deletionPolicy is Orphan: AWS resources are left in place".into()).await;
+        return Ok(true);
+    }
+    let target = aws_target(edd, ctx).await?;
+    let aws = ctx.aws.clients(&target).await;
+    let targets = teardown::TeardownTargets::of(edd);
+    let observed = teardown::describe_owned(&aws, &targets, edd).await?; // (IO)
+    let plan = teardown::plan_teardown(&targets, &observed); // (pure)
+    let done = teardown::execute(&aws, &plan.actions).await; // (IO)
+    let done = match done {
+        Ok(done) => done,
+        Err((_, e)) => return Err(Error::Aws(e)),
+    };
+    for (reason, note) in &done {
+        info!(resource = %edd.name_any(), action = reason, "{note}");
+        publish(ctx, edd, EventType::Normal, reason, note.clone()).await;
+    }
+    if plan.done() {
+        return Ok(true);
+    }
+    let message = plan.waiting.clone().unwrap_or_default();
+    let status = build_status(edd.status.as_ref(), edd.metadata.generation.unwrap_or_default(), None, Outcome::Deleting { message }, Timestamp::now());
+    patch_status(edd, ctx, status).await?;
+    Ok(false)
+}
+
+fn outcome_of(err: &Error) -> Outcome<'static> {
+    if err.is_transient() {
+        Outcome::Retrying { reason: err.category(), message: err.to_string() }
+    } else {
+        Outcome::Stalled { reason: err.category(), message: err.to_string() }
+    }
+}
+
+/// (IO) Reads the Secrets the spec names and returns the clients to use.
+async fn dereference(edd: &EcsDefenderDeployment, desired: &Desired, ctx: &Arc<Context>) -> Result<(AwsClients, Arc<ConsoleClient>)> {
+    let target = aws_target(edd, ctx).await?;
+    let aws = ctx.aws.clients(&target).await;
+    let ns = &desired.namespace;
+    let creds = read_secret(ctx, ns, &desired.console.credentials_secret).await?;
+    let username = secret_key(&creds, ns, &desired.console.credentials_secret, "username")?;
+    let password = secret_key(&creds, ns, &desired.console.credentials_secret, "password")?;
+    let ca_pem = match &desired.console.ca_bundle_secret {
+        Some(name) => Some(secret_key(&read_secret(ctx, ns, name).await?, ns, name, "ca.crt")?),
+        None => None,
+    };
+    let console = ctx.consoles.client(&ConsoleTarget {
+        url: desired.console.url.clone(),
+        username,
+        password,
+        ca_pem,
+        insecure_skip_tls_verify: desired.console.insecure_skip_tls_verify,
+        project: desired.console.project.clone(),
+    })?;
+    Ok((aws, console))
+}
+
+async fn aws_target(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<AwsTarget> {
+    let ns = edd.namespace().unwrap_or_default();
+    let aws = edd.spec.aws.clone().unwrap_or_default();
+    let credentials = match &aws.credentials_secret_ref {
+        Some(r) => {
+            let s = read_secret(ctx, &ns, &r.name).await?;
+            Some(StaticCredentials {
+                access_key_id: secret_key(&s, &ns, &r.name, "AWS_ACCESS_KEY_ID")?,
+                secret_access_key: secret_key(&s, &ns, &r.name, "AWS_SECRET_ACCESS_KEY")?,
+                session_token: secret_key(&s, &ns, &r.name, "AWS_SESSION_TOKEN").ok(),
+            })
+        }
+        None => None,
+    };
+    Ok(AwsTarget {
+        region: edd.spec.region.clone(),
+        endpoint_url: aws.endpoint_url.clone(),
+        credentials,
+        role_arn: aws.assume_role.as_ref().map(|r| r.role_arn.clone()),
+        external_id: aws.assume_role.as_ref().and_then(|r| r.external_id.clone()),
+    })
+}
+
+async fn read_secret(ctx: &Arc<Context>, ns: &str, name: &str) -> Result<Secret> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    api.get_opt(name).await?.ok_or_else(|| Error::SecretNotFound { namespace: ns.to_string(), name: name.to_string() })
+}
+
+fn secret_key(secret: &Secret, ns: &str, name: &str, key: &'static str) -> Result<String> {
+    let missing = || Error::SecretKeyMissing { namespace: ns.to_string(), name: name.to_string(), key };
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone()).map(|s| s.trim_end_matches('\n').to_string()).map_err(|_| missing());
+    }
+    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)
+}
+
+/// (IO) One server-side apply of the status, skipped when nothing but time would change.
+pub async fn patch_status(edd: &EcsDefenderDeployment, ctx: &Arc<Context>, status: EcsDefenderDeploymentStatus) -> Result<()> {
+    if edd.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &edd.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "ecsdefender.io/v1alpha1",
+        "kind": "EcsDefenderDeployment",
+        "status": status,
+    });
+    api.patch_status(&edd.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// (IO) An Event on the resource; failures to publish are logged, never fatal.
+pub async fn publish(ctx: &Arc<Context>, edd: &EcsDefenderDeployment, type_: EventType, reason: &str, note: String) {
+    let note: String = note.chars().take(1024).collect();
+    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, &edd.object_ref(&())).await {
+        warn!(error = %e, "publishing an Event failed");
+    }
+}

@@ -1,0 +1,219 @@
+//! (pure) The status a reconcile leaves behind: conditions from the plan's step reports (or from
+//! the error that stopped it), the ids and counts observed or created. `lastTransitionTime` moves
+//! only when a condition's status flips, so an unchanged world yields an equal status and no patch.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::{Condition, Time}, jiff::Timestamp};
+
+use super::{
+    apply::Applied,
+    plan::{Observed, Plan, StepState, count_connected},
+};
+use crate::crd::EcsDefenderDeploymentStatus;
+
+/// Condition types.
+pub mod conditions {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const CLUSTER_READY: &str = "ClusterReady";
+    pub const WORKERS_READY: &str = "WorkersReady";
+    pub const TASK_DEFINITION_READY: &str = "TaskDefinitionReady";
+    pub const SERVICE_READY: &str = "ServiceReady";
+    pub const DEFENDERS_CONNECTED: &str = "DefendersConnected";
+}
+use conditions as c;
+
+/// How a reconcile ended, as status needs to know it.
+pub enum Outcome<'a> {
+    /// The pipeline ran (possibly stopped by a failed action).
+    Planned { uid: &'a str, observed: &'a Observed, plan: &'a Plan, applied: &'a Applied, suspended: bool },
+    /// Stopped before planning by something the user must fix (bad spec, missing Secret, bad
+    /// credentials): `Stalled`.
+    Stalled { reason: &'static str, message: String },
+    /// Stopped before planning by something passing (throttling, Console unreachable): retried.
+    Retrying { reason: &'static str, message: String },
+    /// Teardown in progress.
+    Deleting { message: String },
+}
+
+pub fn build_status(
+    prev: Option<&EcsDefenderDeploymentStatus>,
+    generation: i64,
+    cluster_name: Option<&str>,
+    outcome: Outcome<'_>,
+    now: Timestamp,
+) -> EcsDefenderDeploymentStatus {
+    let mut s = prev.cloned().unwrap_or_default();
+    s.observed_generation = Some(generation);
+    if let Some(n) = cluster_name {
+        s.cluster_name = Some(n.to_string());
+    }
+    let mut conds = Conds { list: s.conditions.clone(), generation, now };
+    match outcome {
+        Outcome::Planned { uid, observed, plan, applied, suspended } => {
+            record_ids(&mut s, uid, observed, applied);
+            for (kind, step) in plan.steps.all() {
+                let status = step.state == StepState::Ready;
+                conds.set(kind, status, step.reason, &step.message);
+            }
+            let ready = plan.steps.all().iter().all(|(_, st)| st.state == StepState::Ready);
+            let failed_step = plan.steps.all().into_iter().find(|(_, st)| st.state == StepState::Failed);
+            let first_pending = plan.steps.all().into_iter().find(|(_, st)| st.state != StepState::Ready);
+            match (&applied.failed, failed_step) {
+                (Some((action, err)), _) => {
+                    let message = format!("{action}: {err}");
+                    let reason = if err.transient { "AwsRetrying" } else { "AwsError" };
+                    conds.set(c::READY, false, reason, &message);
+                    conds.set(c::RECONCILING, err.transient, reason, &message);
+                    conds.set(c::STALLED, !err.transient, reason, if err.transient { "" } else { &message });
+                }
+                (None, Some((_, step))) => {
+                    conds.set(c::READY, false, step.reason, &step.message);
+                    conds.set(c::RECONCILING, false, step.reason, "");
+                    conds.set(c::STALLED, true, step.reason, &step.message);
+                }
+                (None, None) if ready => {
+                    let msg = format!(
+                        "{} instances, {} Defenders connected",
+                        s.container_instances.unwrap_or_default(),
+                        s.defenders_connected.unwrap_or_default()
+                    );
+                    conds.set(c::READY, true, "Ready", &msg);
+                    conds.set(c::RECONCILING, false, "Ready", "");
+                    conds.set(c::STALLED, false, "Ready", "");
+                }
+                (None, None) => {
+                    let (_, step) = first_pending.expect("not ready implies a pending step");
+                    let (reason, message) = if suspended {
+                        ("Suspended", format!("spec.suspend is set; nothing is changed ({})", step.message))
+                    } else {
+                        (step.reason, step.message.clone())
+                    };
+                    conds.set(c::READY, false, reason, &message);
+                    conds.set(c::RECONCILING, !suspended, reason, &message);
+                    conds.set(c::STALLED, false, reason, "");
+                }
+            }
+        }
+        Outcome::Stalled { reason, message } => {
+            conds.set(c::READY, false, reason, &message);
+            conds.set(c::RECONCILING, false, reason, "");
+            conds.set(c::STALLED, true, reason, &message);
+        }
+        Outcome::Retrying { reason, message } => {
+            conds.set(c::READY, false, reason, &message);
+            conds.set(c::RECONCILING, true, reason, &message);
+            conds.set(c::STALLED, false, reason, "");
+        }
+        Outcome::Deleting { message } => {
+            conds.set(c::READY, false, "Deleting", &message);
+            conds.set(c::RECONCILING, true, "Deleting", &message);
+            conds.set(c::STALLED, false, "Deleting", "");
+        }
+    }
+    s.conditions = conds.list;
+    s
+}
+
+/// Ids and counts: from what this reconcile created first, then from what it observed; an id
+/// already recorded is kept when nothing newer is known.
+fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &Applied) {
+    if let Some(arn) = a.cluster_arn.clone().or_else(|| o.cluster.as_ref().map(|c| c.arn.clone())) {
+        s.cluster_arn = Some(arn);
+    }
+    // Only clusters we create carry our owner tag, so the tag proves who created it.
+    if let Some(cl) = &o.cluster {
+        s.cluster_created = Some(a.cluster_arn.is_some() || cl.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid));
+    } else if a.cluster_arn.is_some() {
+        s.cluster_created = Some(true);
+    }
+    if let Some(id) = a.launch_template_id.clone().or_else(|| o.launch_template.as_ref().map(|t| t.id.clone())) {
+        s.launch_template_id = Some(id);
+    }
+    if let Some(lt) = &o.launch_template {
+        s.launch_template_version = Some(lt.default_version);
+    } else if a.launch_template_id.is_some() {
+        s.launch_template_version = Some(1);
+    }
+    if let Some(lc) = &o.launch_configuration {
+        s.launch_configuration_name = Some(lc.name.clone());
+    }
+    if let Some(g) = &o.auto_scaling_group {
+        s.auto_scaling_group_arn = Some(g.arn.clone());
+    }
+    if let Some(inputs) = &o.launch_inputs
+        && let Ok(id) = &inputs.image_id
+    {
+        s.image_id = Some(id.clone());
+    }
+    match (&a.task_definition, &o.task_definition) {
+        (Some((arn, digest)), _) => {
+            s.task_definition_arn = Some(arn.clone());
+            s.task_definition_digest = Some(digest.clone());
+        }
+        (None, Some(td)) if td.tags.get(crate::aws::tags::OWNER).is_some() => {
+            s.task_definition_arn = Some(td.arn.clone());
+            if let Some(d) = td.tags.get(crate::aws::tags::DIGEST) {
+                s.task_definition_digest = Some(d.clone());
+            }
+        }
+        _ => {}
+    }
+    if let Some(g) = &o.generated {
+        s.console_version = Some(g.console_version.clone());
+        if g.image.is_some() {
+            s.defender_image = g.image.clone();
+        }
+    } else if let Some(v) = &o.console_version
+        && s.task_definition_digest.is_some()
+        && a.task_definition.is_none()
+        && s.console_version.is_none()
+    {
+        s.console_version = Some(v.clone());
+    }
+    if let Some(arn) = a.service_arn.clone().or_else(|| o.service.as_ref().filter(|s| s.status != "INACTIVE").map(|s| s.arn.clone())) {
+        s.service_arn = Some(arn);
+    }
+    if o.cluster.is_some() {
+        s.container_instances = Some(o.container_instances.iter().filter(|ci| ci.status == "ACTIVE").count() as i32);
+        let current = o.service.as_ref().map(|s| s.task_definition.as_str());
+        s.defenders_running =
+            Some(o.tasks.iter().filter(|t| t.last_status == "RUNNING" && Some(t.task_definition_arn.as_str()) == current).count() as i32);
+    }
+    if let Some(n) = count_connected(o) {
+        s.defenders_connected = Some(n);
+    }
+}
+
+struct Conds {
+    list: Vec<Condition>,
+    generation: i64,
+    now: Timestamp,
+}
+
+impl Conds {
+    fn set(&mut self, kind: &str, status: bool, reason: &str, message: &str) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let reason = if reason.is_empty() { "Unknown" } else { reason }.to_string();
+        let message: String = message.chars().take(1024).collect();
+        match self.list.iter_mut().find(|c| c.type_ == kind) {
+            Some(existing) => {
+                if existing.status != status {
+                    existing.last_transition_time = Time(self.now);
+                }
+                existing.status = status;
+                existing.reason = reason;
+                existing.message = message;
+                existing.observed_generation = Some(self.generation);
+            }
+            None => self.list.push(Condition {
+                type_: kind.to_string(),
+                status,
+                reason,
+                message,
+                observed_generation: Some(self.generation),
+                last_transition_time: Time(self.now),
+            }),
+        }
+    }
+}

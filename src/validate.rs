@@ -1,0 +1,345 @@
+//! (pure) The spec, checked and completed: defaults filled in, names derived, the semantic rules
+//! the schema cannot express (or that servers without CEL do not enforce) checked before any AWS
+//! call. Every problem is reported at once, in words the user can act on.
+
+use crate::{
+    aws::{Tags, tags},
+    crd::{DeletionPolicy, EcsDefenderDeployment, WorkerKind},
+};
+use sha2::{Digest, Sha256};
+
+/// The longest user data EC2 accepts (16 KiB before base64).
+const MAX_USER_DATA: usize = 16 * 1024;
+
+/// What the resource asks for, complete and valid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub generation: i64,
+    pub region: String,
+    pub cluster_name: String,
+    pub adopt_cluster: bool,
+    pub workers: Option<DesiredWorkers>,
+    pub task_family: String,
+    pub service_name: String,
+    /// The body for the Console's `ecs-task.json` generator.
+    pub generator_options: serde_json::Value,
+    pub console: ConsoleSettings,
+    pub deletion_policy: DeletionPolicy,
+    pub suspend: bool,
+    /// Ownership tags put on everything created.
+    pub tags: Tags,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleSettings {
+    pub url: String,
+    pub credentials_secret: String,
+    pub ca_bundle_secret: Option<String>,
+    pub insecure_skip_tls_verify: bool,
+    pub project: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageSource {
+    SsmParameter(String),
+    Id(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredWorkers {
+    pub kind: WorkerKind,
+    pub name: String,
+    pub image: ImageSource,
+    pub instance_type: String,
+    pub instance_profile: String,
+    pub security_groups: Vec<String>,
+    pub key_name: Option<String>,
+    pub associate_public_ip_address: bool,
+    /// The complete user data script (plain text).
+    pub user_data: String,
+    pub asg_name: String,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_capacity: i32,
+    pub subnet_ids: Vec<String>,
+}
+
+/// The spec's problems, each a sentence.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("invalid spec: {}", .0.join("; "))]
+pub struct InvalidSpec(pub Vec<String>);
+
+/// The user data that joins an instance to `cluster` (the guide's line, exactly), then the user's lines.
+pub fn build_user_data(cluster: &str, extra: &str) -> String {
+    let mut s = format!("#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n");
+    if !extra.trim().is_empty() {
+        s.push_str(extra.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// A deterministic idempotency token for a create call, derived from the owner and the inputs.
+pub fn client_token(uid: &str, parts: &[&str], max_len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(uid.as_bytes());
+    for p in parts {
+        h.update([0]);
+        h.update(p.as_bytes());
+    }
+    let mut t = hex::encode(h.finalize());
+    t.truncate(max_len);
+    t
+}
+
+pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
+    let spec = &edd.spec;
+    let mut problems = Vec::new();
+    let meta = &edd.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+
+    if !is_region(&spec.region) {
+        problems.push(format!("region {:?} is not an AWS region name such as us-east-1", spec.region));
+    }
+    let cluster_name = spec.cluster.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| name.clone());
+    if !(1..=255).contains(&cluster_name.len()) || !cluster_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        problems.push(format!(
+            "cluster name {cluster_name:?} is not a valid ECS cluster name (letters, digits, '-' and '_', at most 255)"
+        ));
+    }
+
+    let workers = spec.workers.as_ref().map(|w| {
+        let asg = &w.auto_scaling_group;
+        if asg.min_size > asg.max_size {
+            problems.push(format!("workers.autoScalingGroup.minSize ({}) is greater than maxSize ({})", asg.min_size, asg.max_size));
+        }
+        if asg.desired_capacity < asg.min_size || asg.desired_capacity > asg.max_size {
+            problems.push(format!(
+                "workers.autoScalingGroup.desiredCapacity ({}) is outside [minSize, maxSize] = [{}, {}]",
+                asg.desired_capacity, asg.min_size, asg.max_size
+            ));
+        }
+        let image = match (&w.image.ssm_parameter, &w.image.id) {
+            (Some(p), None) if p.starts_with('/') => ImageSource::SsmParameter(p.clone()),
+            (Some(p), None) => {
+                problems.push(format!("workers.image.ssmParameter {p:?} must be a parameter path starting with '/'"));
+                ImageSource::SsmParameter(p.clone())
+            }
+            (None, Some(id)) if id.starts_with("ami-") => ImageSource::Id(id.clone()),
+            (None, Some(id)) => {
+                problems.push(format!("workers.image.id {id:?} is not an AMI id (ami-...)"));
+                ImageSource::Id(id.clone())
+            }
+            _ => {
+                problems.push("workers.image needs exactly one of ssmParameter and id".to_string());
+                ImageSource::SsmParameter(String::new())
+            }
+        };
+        for sg in &w.security_groups {
+            if sg.trim().is_empty() {
+                problems.push("workers.securityGroups has an empty entry".to_string());
+            }
+        }
+        for s in &asg.subnet_ids {
+            if !s.starts_with("subnet-") {
+                problems.push(format!("workers.autoScalingGroup.subnetIds entry {s:?} is not a subnet id (subnet-...)"));
+            }
+        }
+        let user_data = build_user_data(&cluster_name, &w.extra_user_data);
+        if user_data.len() > MAX_USER_DATA {
+            problems.push(format!("the user data is {} bytes; EC2 accepts at most {MAX_USER_DATA}", user_data.len()));
+        }
+        if w.kind == WorkerKind::LaunchConfiguration && w.associate_public_ip_address && asg.subnet_ids.is_empty() {
+            // Fine on AWS; nothing to check. Kept explicit: public IPs need subnets that allow them.
+        }
+        DesiredWorkers {
+            kind: w.kind,
+            name: w.name.clone(),
+            image,
+            instance_type: w.instance_type.clone(),
+            instance_profile: w.instance_profile.clone(),
+            security_groups: w.security_groups.clone(),
+            key_name: w.key_name.clone().filter(|k| !k.is_empty()),
+            associate_public_ip_address: w.associate_public_ip_address,
+            user_data,
+            asg_name: asg.name.clone(),
+            min_size: asg.min_size,
+            max_size: asg.max_size,
+            desired_capacity: asg.desired_capacity,
+            subnet_ids: asg.subnet_ids.clone(),
+        }
+    });
+
+    let console = &spec.defender.console;
+    let parsed_url = url::Url::parse(&console.url);
+    let console_host = match &parsed_url {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => u.host_str().unwrap_or_default().to_string(),
+        _ => {
+            problems.push(format!("defender.console.url {:?} is not an http(s) URL", console.url));
+            String::new()
+        }
+    };
+    if console.ca_bundle_secret_ref.is_some() && console.insecure_skip_tls_verify {
+        problems.push("defender.console: set caBundleSecretRef or insecureSkipTlsVerify, not both".to_string());
+    }
+    if console.credentials_secret_ref.name.is_empty() {
+        problems.push("defender.console.credentialsSecretRef.name is empty".to_string());
+    }
+    let console_address = spec.defender.console_address.clone().filter(|a| !a.is_empty()).unwrap_or(console_host);
+    if console_address.contains("://") || console_address.contains('/') {
+        problems.push(format!("defender.consoleAddress {console_address:?} must be a host name or IP (a SAN of the Console), without scheme or path"));
+    }
+
+    if let Some(aws) = &spec.aws
+        && let Some(ep) = &aws.endpoint_url
+        && url::Url::parse(ep).is_err()
+    {
+        problems.push(format!("aws.endpointUrl {ep:?} is not a URL"));
+    }
+
+    if !problems.is_empty() {
+        return Err(InvalidSpec(problems));
+    }
+
+    let generator_options = build_generator_options(edd, &console_address);
+    let mut tags = Tags::new();
+    tags.insert(tags::OWNER.into(), uid.clone());
+    tags.insert(tags::RESOURCE.into(), format!("{namespace}/{name}"));
+    Ok(Desired {
+        generation: meta.generation.unwrap_or_default(),
+        region: spec.region.clone(),
+        cluster_name,
+        adopt_cluster: spec.cluster.adopt,
+        workers,
+        task_family: spec.defender.task_name.clone(),
+        service_name: spec.service.name.clone(),
+        generator_options,
+        console: ConsoleSettings {
+            url: console.url.trim_end_matches('/').to_string(),
+            credentials_secret: console.credentials_secret_ref.name.clone(),
+            ca_bundle_secret: console.ca_bundle_secret_ref.as_ref().map(|s| s.name.clone()),
+            insecure_skip_tls_verify: console.insecure_skip_tls_verify,
+            project: console.project.clone().filter(|p| !p.is_empty()),
+        },
+        deletion_policy: spec.deletion_policy,
+        suspend: spec.suspend,
+        tags,
+        uid,
+        namespace,
+        name,
+    })
+}
+
+/// The `EcsTaskDefinitionOptions` body, as the Console's UI sends it, with the spec's options.
+fn build_generator_options(edd: &EcsDefenderDeployment, console_address: &str) -> serde_json::Value {
+    let d = &edd.spec.defender;
+    let mut body = serde_json::json!({
+        "consoleAddr": console_address,
+        "taskName": d.task_name,
+        "orchestration": "ecs",
+        "namespace": "twistlock",
+    });
+    let o = body.as_object_mut().expect("object");
+    if let Some(c) = d.cluster_name.as_ref().filter(|c| !c.is_empty()) {
+        o.insert("cluster".into(), c.clone().into());
+    }
+    let opts = &d.options;
+    if let Some(v) = opts.privileged {
+        o.insert("privileged".into(), v.into());
+    }
+    if let Some(v) = opts.container_runtime {
+        o.insert("containerRuntime".into(), serde_json::to_value(v).expect("enum serializes"));
+    }
+    if let Some(v) = &opts.docker_socket_path {
+        o.insert("dockerSocketPath".into(), v.clone().into());
+    }
+    if let Some(v) = opts.selinux {
+        o.insert("selinux".into(), v.into());
+    }
+    if let Some(v) = &opts.image {
+        o.insert("image".into(), v.clone().into());
+    }
+    if let Some(v) = opts.cpu_limit {
+        o.insert("cpuLimit".into(), v.into());
+    }
+    if let Some(v) = opts.memory_limit {
+        o.insert("memoryLimit".into(), v.into());
+    }
+    if let Some(v) = opts.host_custom_compliance_enabled {
+        o.insert("hostCustomComplianceEnabled".into(), v.into());
+    }
+    if let Some(p) = &opts.proxy {
+        o.insert(
+            "proxy".into(),
+            serde_json::json!({"httpProxy": p.http_proxy, "noProxy": p.no_proxy, "ca": p.ca.clone().unwrap_or_default()}),
+        );
+    }
+    body
+}
+
+fn is_region(r: &str) -> bool {
+    // e.g. us-east-1, ap-southeast-2, us-gov-west-1, eu-central-2
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let d = validate(&fixtures::sample("demo")).unwrap();
+        assert_eq!(d.cluster_name, "demo", "cluster named after the resource");
+        let w = d.workers.unwrap();
+        assert_eq!((w.instance_type.as_str(), w.instance_profile.as_str()), ("t2.medium", "ecsInstanceRole"));
+        assert_eq!((w.min_size, w.max_size, w.desired_capacity), (1, 2, 2));
+        assert_eq!(w.name, "pc-worker-node");
+        assert_eq!(w.asg_name, "pc-worker-autoscaling");
+        assert_eq!(w.image, ImageSource::SsmParameter(crate::crd::DEFAULT_AMI_PARAMETER.into()));
+        assert_eq!((d.task_family.as_str(), d.service_name.as_str()), ("pc-defender", "pc-defender"));
+        assert!(w.user_data.contains("echo ECS_CLUSTER=demo >> /etc/ecs/ecs.config\n"));
+        assert_eq!(d.generator_options["consoleAddr"], "127.0.0.1");
+        assert_eq!(d.tags[tags::OWNER], "uid-demo");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.region = "mars".into();
+        let asg = &mut edd.spec.workers.as_mut().unwrap().auto_scaling_group;
+        asg.min_size = 3;
+        asg.max_size = 2;
+        edd.spec.defender.console.url = "console without scheme".into();
+        let err = validate(&edd).unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+        assert!(err.to_string().contains("minSize (3) is greater than maxSize (2)"));
+        assert!(err.to_string().contains("region \"mars\""));
+    }
+
+    #[test]
+    fn extra_user_data_follows_the_cluster_line() {
+        let ud = build_user_data("c1", "echo hi\n");
+        assert_eq!(ud, "#!/bin/bash\necho ECS_CLUSTER=c1 >> /etc/ecs/ecs.config\necho hi\n");
+    }
+
+    #[test]
+    fn regions() {
+        for ok in ["us-east-1", "us-gov-west-1", "ap-southeast-2"] {
+            assert!(is_region(ok), "{ok}");
+        }
+        for bad in ["", "us-east", "US-EAST-1", "useast1", "us--1"] {
+            assert!(!is_region(bad), "{bad}");
+        }
+    }
+}
