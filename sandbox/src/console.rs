@@ -23,7 +23,10 @@ mod tls;
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -140,7 +143,7 @@ pub(crate) struct Shared {
     tokens: Mutex<TokenStore>,
     defenders: Mutex<Vec<Defender>>,
     requests: Mutex<VecDeque<ConsoleRequest>>,
-    request_count: Mutex<u64>,
+    request_count: AtomicU64,
     faults: Faults,
 }
 
@@ -190,7 +193,7 @@ impl Shared {
     }
 
     fn log(&self, entry: ConsoleRequest) {
-        *lock(&self.request_count) += 1;
+        self.request_count.fetch_add(1, Ordering::Relaxed);
         let mut log = lock(&self.requests);
         if log.len() >= MAX_LOGGED_REQUESTS {
             log.pop_front();
@@ -306,7 +309,7 @@ impl ConsoleSim {
             tokens: Mutex::new(TokenStore::default()),
             defenders: Mutex::new(Vec::new()),
             requests: Mutex::new(VecDeque::new()),
-            request_count: Mutex::new(0),
+            request_count: AtomicU64::new(0),
             faults: Faults::default(),
             cfg,
         });
@@ -364,7 +367,7 @@ impl ConsoleSim {
 
     /// All requests ever received, including those the bounded log dropped.
     pub fn request_count(&self) -> u64 {
-        *lock(&self.shared.request_count)
+        self.shared.request_count.load(Ordering::Relaxed)
     }
 
     pub fn clear_requests(&self) {

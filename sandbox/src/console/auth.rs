@@ -29,7 +29,10 @@ pub enum AuthKind {
 pub enum Credentials {
     None,
     Bearer(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// Present but not understood (unknown scheme, bad base64, no colon).
     Malformed,
 }

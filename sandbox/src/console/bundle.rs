@@ -58,8 +58,11 @@ fn signature(secret: &[u8], console_id: &str, project: &str, version: &str) -> S
 pub fn build_install_bundle(secret: &[u8], console_id: &str, project: &str, version: &str, proxy: &ProxyOpt) -> String {
     // The real Console stores the proxy password encrypted; a keyed digest keeps it out of the
     // bundle while staying deterministic.
-    let encrypted =
-        if proxy.password.is_empty() { String::new() } else { hex::encode(hmac_sha256(secret, proxy.password.as_bytes())) };
+    let encrypted = if proxy.password.is_empty() {
+        String::new()
+    } else {
+        hex::encode(hmac_sha256(secret, proxy.password.as_bytes()))
+    };
     let doc = json!({
         "secrets": {
             SECRET_CONSOLE_ID: console_id,

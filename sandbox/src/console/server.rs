@@ -212,9 +212,8 @@ async fn authenticate(State(shared): Shr, body: Bytes) -> Response {
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
         return err(StatusCode::BAD_REQUEST, "invalid authentication request body");
     };
-    let get = |name: &str| {
-        obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str()).unwrap_or("")
-    };
+    let get =
+        |name: &str| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str()).unwrap_or("");
     let (username, password) = (get("username"), get("password"));
     // [inferred] Exchanging a Prisma (CSPM) JWT in `token` is not simulated: it fails like bad credentials.
     if username.is_empty() || !shared.credentials_ok(username, password) {
@@ -258,7 +257,11 @@ async fn image_name(State(shared): Shr) -> Json<String> {
 
 /// `GET /defenders/install-bundle?consoleaddr=..&defenderType=..`. [inferred] Without
 /// `consoleaddr` the first SAN is used; one that is not a SAN is a 400.
-async fn install_bundle(State(shared): Shr, Extension(ctx): Extension<RequestContext>, RawQuery(q): RawQuery) -> Response {
+async fn install_bundle(
+    State(shared): Shr,
+    Extension(ctx): Extension<RequestContext>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let pairs = query_pairs(q.as_deref());
     let addr = pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case("consoleaddr")).map(|(_, v)| v.as_str());
     let addr = match addr.filter(|a| !a.is_empty()) {
@@ -296,7 +299,11 @@ fn with_total(total: usize, body: Value) -> Response {
     ([(TOTAL_COUNT, total.to_string())], Json(body)).into_response()
 }
 
-async fn list_defenders(State(shared): Shr, Extension(ctx): Extension<RequestContext>, RawQuery(q): RawQuery) -> Response {
+async fn list_defenders(
+    State(shared): Shr,
+    Extension(ctx): Extension<RequestContext>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
         Ok(q) => q,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
@@ -307,7 +314,11 @@ async fn list_defenders(State(shared): Shr, Extension(ctx): Extension<RequestCon
 }
 
 /// `GET /defenders/names`: the hostnames, with the same parameters as `GET /defenders`.
-async fn defender_names(State(shared): Shr, Extension(ctx): Extension<RequestContext>, RawQuery(q): RawQuery) -> Response {
+async fn defender_names(
+    State(shared): Shr,
+    Extension(ctx): Extension<RequestContext>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
         Ok(q) => q,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),

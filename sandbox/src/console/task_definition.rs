@@ -240,9 +240,15 @@ mod tests {
         let o = EcsTaskDefinitionOptions { cluster: Some("prod".into()), ..Default::default() };
         let td = build_task_definition(&o, "img:defender_34_03_138", "QlVORExF", "wss://10.0.0.1:8084");
         assert_eq!(td["family"], DEFAULT_FAMILY);
-        assert_eq!((&td["networkMode"], &td["pidMode"], &td["memory"]), (&json!("host"), &json!("host"), &json!("512")));
+        assert_eq!(
+            (&td["networkMode"], &td["pidMode"], &td["memory"]),
+            (&json!("host"), &json!("host"), &json!("512"))
+        );
         let c = &td["containerDefinitions"][0];
-        assert_eq!((&c["name"], &c["image"], &c["privileged"]), (&json!(CONTAINER_NAME), &json!("img:defender_34_03_138"), &json!(true)));
+        assert_eq!(
+            (&c["name"], &c["image"], &c["privileged"]),
+            (&json!(CONTAINER_NAME), &json!("img:defender_34_03_138"), &json!(true))
+        );
         assert_eq!(env_of(&td, "DEFENDER_CLUSTER"), "prod");
         assert_eq!(env_of(&td, "WS_ADDRESS"), "wss://10.0.0.1:8084");
         assert_eq!(env_of(&td, "INSTALL_BUNDLE"), "QlVORExF");
@@ -250,7 +256,12 @@ mod tests {
         assert_eq!(c["mountPoints"].as_array().unwrap().len(), 5);
         assert_eq!(td["volumes"].as_array().unwrap().len(), 5);
         assert!(c.get("cpu").is_none());
-        let o = EcsTaskDefinitionOptions { task_name: Some("mine".into()), image: Some("my/img:1".into()), cpu_limit: Some(256), ..o };
+        let o = EcsTaskDefinitionOptions {
+            task_name: Some("mine".into()),
+            image: Some("my/img:1".into()),
+            cpu_limit: Some(256),
+            ..o
+        };
         let td = build_task_definition(&o, "img", "b", "w");
         assert_eq!((&td["family"], &td["containerDefinitions"][0]["image"]), (&json!("mine"), &json!("my/img:1")));
         assert_eq!(td["containerDefinitions"][0]["cpu"], 256);
