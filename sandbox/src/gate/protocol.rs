@@ -288,7 +288,8 @@ pub fn status_error(service: &str, status: u16) -> (&'static str, &'static str) 
     match (protocol_of(service), status) {
         (Protocol::Ec2Query, 503) => ("Unavailable", "The server is overloaded and can't handle the request."),
         (Protocol::Ec2Query, s) if s >= 500 => ("InternalError", "An internal error has occurred."),
-        (_, 503) => ("ServiceUnavailableException", "Service Unavailable"),
+        (Protocol::Json, 503) => ("ServiceUnavailableException", "Service Unavailable"),
+        (_, 503) => ("ServiceUnavailable", "Service is unable to handle request."),
         (Protocol::Json, s) if s >= 500 && service == "ecs" => {
             ("ServerException", "These errors are usually caused by a server issue.")
         }
