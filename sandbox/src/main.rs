@@ -26,11 +26,14 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let Cmd::Up { env_file } = Cli::parse().command;
     eprintln!("starting the sandbox (etcd, kube-apiserver, moto, ...)");
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
-    let lines: String = sandbox.env().iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
+    let lines: String = sandbox.env()?.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
     if let Some(path) = &env_file {
         // Written whole, then renamed, so a reader never sees half a file.
         let tmp = path.with_extension("tmp");
@@ -39,7 +42,12 @@ async fn main() -> Result<()> {
     }
     println!("{lines}");
     eprintln!("sandbox is up; `source` the lines above (or --env-file) to use it. Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM (what `make demo` and process managers send).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     eprintln!("stopping the sandbox");
     if let Some(path) = &env_file {
         let _ = std::fs::remove_file(path);
