@@ -133,7 +133,8 @@ impl Drop for EcsWorld {
 
 /// moto advances a task's state on every DescribeTasks; the agent keeps them RUNNING instead.
 async fn keep_tasks_running(moto_url: &str) -> Result<()> {
-    let body = serde_json::json!({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}});
+    let body =
+        serde_json::json!({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}});
     reqwest::Client::builder()
         .no_proxy()
         .build()?
@@ -150,10 +151,17 @@ async fn keep_tasks_running(moto_url: &str) -> Result<()> {
 #[derive(Clone, Debug, PartialEq)]
 enum Agent {
     /// Seen; the agent starts at `since + boot_delay`.
-    Booting { since: Instant },
+    Booting {
+        since: Instant,
+    },
     /// Started; registers once the cluster exists.
-    Joining { cluster: String },
-    Registered { cluster: String, container_instance: String },
+    Joining {
+        cluster: String,
+    },
+    Registered {
+        cluster: String,
+        container_instance: String,
+    },
     /// Terminated, deregistered, or configured for no cluster: nothing more happens.
     Done,
 }
@@ -235,7 +243,11 @@ impl RegionWorld {
         for id in ids {
             let info = self.ec2_info[&id].clone();
             let alive = info.state == "running" || info.state == "pending";
-            let agent = self.agents.entry(id.clone()).or_insert(if alive { Agent::Booting { since: now } } else { Agent::Done }).clone();
+            let agent = self
+                .agents
+                .entry(id.clone())
+                .or_insert(if alive { Agent::Booting { since: now } } else { Agent::Done })
+                .clone();
             let next = match agent {
                 _ if !alive => {
                     if let Agent::Registered { cluster, container_instance } = &agent {
@@ -288,7 +300,12 @@ impl RegionWorld {
                     out.insert(
                         id.to_string(),
                         Ec2Info {
-                            state: i.state().and_then(|s| s.name()).map(InstanceStateName::as_str).unwrap_or("").to_string(),
+                            state: i
+                                .state()
+                                .and_then(|s| s.name())
+                                .map(InstanceStateName::as_str)
+                                .unwrap_or("")
+                                .to_string(),
                             private_dns: i.private_dns_name().unwrap_or_default().to_string(),
                             instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
                             private_ip: i.private_ip_address().unwrap_or_default().to_string(),
@@ -388,7 +405,11 @@ impl RegionWorld {
         for chunk in arns.chunks(100) {
             let resp = self.ecs.describe_clusters().set_clusters(Some(chunk.to_vec())).send().await?;
             out.extend(
-                resp.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(|c| c.cluster_name()).map(str::to_string),
+                resp.clusters()
+                    .iter()
+                    .filter(|c| c.status() == Some("ACTIVE"))
+                    .filter_map(|c| c.cluster_name())
+                    .map(str::to_string),
             );
         }
         Ok(out)
@@ -423,7 +444,12 @@ impl RegionWorld {
         let mut instances = Vec::new();
         let mut ec2_of: HashMap<String, String> = HashMap::new();
         for chunk in ci_arns.chunks(100) {
-            let resp = ecs.describe_container_instances().cluster(cluster).set_container_instances(Some(chunk.to_vec())).send().await?;
+            let resp = ecs
+                .describe_container_instances()
+                .cluster(cluster)
+                .set_container_instances(Some(chunk.to_vec()))
+                .send()
+                .await?;
             for ci in resp.container_instances() {
                 let arn = ci.container_instance_arn().unwrap_or_default().to_string();
                 ec2_of.insert(arn.clone(), ci.ec2_instance_id().unwrap_or_default().to_string());

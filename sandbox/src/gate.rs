@@ -182,7 +182,9 @@ pub(crate) type Reply = Response<Full<Bytes>>;
 impl Shared {
     /// Forwards the request to moto, with `body` replacing the original one if given.
     async fn forward(&self, ctx: &Ctx, body: Option<Bytes>) -> Result<upstream::Raw> {
-        self.upstream.send(&ctx.method, &ctx.path_and_query, &ctx.headers, body.unwrap_or_else(|| ctx.body.clone())).await
+        self.upstream
+            .send(&ctx.method, &ctx.path_and_query, &ctx.headers, body.unwrap_or_else(|| ctx.body.clone()))
+            .await
     }
 
     fn side(&self, ctx: &Ctx) -> upstream::Side<'_> {
@@ -225,10 +227,8 @@ impl Gate {
         for (service, limit) in &cfg.rate_limits {
             limiter.set(service, Some(*limit));
         }
-        let control = FaultControl {
-            faults: Arc::new(Mutex::new(FaultSet::default())),
-            limiter: Arc::new(Mutex::new(limiter)),
-        };
+        let control =
+            FaultControl { faults: Arc::new(Mutex::new(FaultSet::default())), limiter: Arc::new(Mutex::new(limiter)) };
         let listener = TcpListener::bind(("127.0.0.1", cfg.port.unwrap_or(0))).await.context("binding the gate")?;
         let control_listener = TcpListener::bind(("127.0.0.1", cfg.control_port.unwrap_or(0)))
             .await
@@ -316,7 +316,8 @@ fn counts(calls: &[Call]) -> BTreeMap<String, u64> {
 /// moto advances a task's state on every DescribeTasks; this keeps them RUNNING (as the agent would)
 /// even when only the gate describes them.
 pub(crate) async fn keep_tasks_running(upstream: &Upstream) {
-    let body = serde_json::json!({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}});
+    let body =
+        serde_json::json!({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}});
     let headers = http::HeaderMap::new();
     let _ = upstream
         .send(&http::Method::POST, "/moto-api/state-manager/set-transition", &headers, Bytes::from(body.to_string()))
@@ -359,12 +360,8 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
         Err(_) => return Err(Dropped),
     };
     let id = protocol::identify(&parts.headers, &parts.uri, &body);
-    let account = parts
-        .headers
-        .get("x-moto-account-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(ACCOUNT_ID)
-        .to_string();
+    let account =
+        parts.headers.get("x-moto-account-id").and_then(|v| v.to_str().ok()).unwrap_or(ACCOUNT_ID).to_string();
     let ctx = Ctx {
         method: parts.method,
         path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
@@ -393,8 +390,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
             protocol::error_response(service, s, code, msg)
         }
         Some(FaultKind::Latency(_)) | None => {
-            let admitted =
-                sh.control.limiter.lock().unwrap().admit(&ctx.id.service, &ctx.id.region, Instant::now());
+            let admitted = sh.control.limiter.lock().unwrap().admit(&ctx.id.service, &ctx.id.region, Instant::now());
             if admitted { process(&sh, &ctx).await } else { throttled(service) }
         }
     };

@@ -65,7 +65,11 @@ async fn workers(env: &Env, name: &str, user_data: &str, size: i32) {
         .create_launch_template()
         .launch_template_name(name)
         .launch_template_data(
-            RequestLaunchTemplateData::builder().image_id(AMI).instance_type("t2.medium".into()).user_data(user_data).build(),
+            RequestLaunchTemplateData::builder()
+                .image_id(AMI)
+                .instance_type("t2.medium".into())
+                .user_data(user_data)
+                .build(),
         )
         .send()
         .await
@@ -95,7 +99,8 @@ async fn asg_instance_ids(env: &Env, name: &str) -> BTreeSet<String> {
 
 /// EC2 instance ids of the cluster's container instances.
 async fn container_instances(env: &Env, cluster: &str) -> BTreeSet<String> {
-    let arns = env.ecs.list_container_instances().cluster(cluster).send().await.unwrap().container_instance_arns().to_vec();
+    let arns =
+        env.ecs.list_container_instances().cluster(cluster).send().await.unwrap().container_instance_arns().to_vec();
     if arns.is_empty() {
         return BTreeSet::new();
     }
@@ -159,17 +164,18 @@ async fn console_defenders(console: &ConsoleSim) -> Vec<serde_json::Value> {
 
 /// `(instance id, cluster)` of the Defenders the Console shows connected.
 async fn connected_in_console(console: &ConsoleSim) -> BTreeSet<(String, String)> {
-    console
-        .defenders()
-        .into_iter()
-        .filter(|d| d.connected)
-        .map(|d| (d.instance_id, d.cluster))
-        .collect()
+    console.defenders().into_iter().filter(|d| d.connected).map(|d| (d.instance_id, d.cluster)).collect()
 }
 
 /// Task definition ARNs of the service's RUNNING tasks, by container instance.
 async fn service_tasks(env: &Env) -> Vec<(String, String)> {
-    let arns = env.moto_ecs.list_tasks().cluster(CLUSTER).desired_status(aws_sdk_ecs::types::DesiredStatus::Running).send().await;
+    let arns = env
+        .moto_ecs
+        .list_tasks()
+        .cluster(CLUSTER)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await;
     let arns = arns.unwrap().task_arns().to_vec();
     if arns.is_empty() {
         return vec![];
@@ -226,13 +232,15 @@ async fn auto_scaling_workers_join_and_run_one_connected_defender_each() {
     assert_eq!(tasks.len(), 2);
     assert_eq!(tasks.iter().map(|(ci, _)| ci).collect::<BTreeSet<_>>().len(), 2, "one per instance: {tasks:?}");
 
-    let defenders = wait_for(TIMEOUT, "2 Defenders announced", || async {
-        Some(recorder.connected()).filter(|d| d.len() == 2)
-    })
-    .await;
+    let defenders =
+        wait_for(TIMEOUT, "2 Defenders announced", || async { Some(recorder.connected()).filter(|d| d.len() == 2) })
+            .await;
     for d in &defenders {
         assert!(asg_instances.contains(&d.instance_id));
-        assert_eq!((d.cluster.as_str(), d.region.as_str(), d.instance_type.as_str()), (CLUSTER, "us-east-1", "t2.medium"));
+        assert_eq!(
+            (d.cluster.as_str(), d.region.as_str(), d.instance_type.as_str()),
+            (CLUSTER, "us-east-1", "t2.medium")
+        );
         assert!(d.hostname.ends_with(".internal"), "{d:?}");
         assert!(d.ws_address.as_deref().is_some_and(|w| w.contains("127.0.0.1")), "{d:?}");
     }
@@ -244,21 +252,27 @@ async fn auto_scaling_workers_join_and_run_one_connected_defender_each() {
 
     // A new revision (the cluster name overridden) rolls onto every instance.
     let td2 = console_task_definition(&env, &console, "renamed").await;
-    let updated = env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition("pc-defender:2").send().await;
+    let updated =
+        env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition("pc-defender:2").send().await;
     let svc = updated.expect("UpdateService").service().unwrap().clone();
-    let deployments: Vec<_> =
-        svc.deployments().iter().map(|d| (d.status().unwrap(), d.task_definition().unwrap(), d.rollout_state().unwrap().as_str())).collect();
+    let deployments: Vec<_> = svc
+        .deployments()
+        .iter()
+        .map(|d| (d.status().unwrap(), d.task_definition().unwrap(), d.rollout_state().unwrap().as_str()))
+        .collect();
     assert_eq!(deployments, vec![("PRIMARY", td2.as_str(), "IN_PROGRESS"), ("ACTIVE", td1.as_str(), "COMPLETED")]);
     wait_for(TIMEOUT, "the rollout to complete", || async {
         let s = describe_service(&env.ecs, CLUSTER, "pc-defender").await;
         let d = s.deployments();
-        (d.len() == 1 && d[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED") && s.running_count() == 2).then_some(())
+        (d.len() == 1 && d[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED") && s.running_count() == 2)
+            .then_some(())
     })
     .await;
     let tasks = service_tasks(&env).await;
     assert_eq!(tasks.len(), 2);
     assert!(tasks.iter().all(|(_, td)| *td == td2), "every instance on the new revision: {tasks:?}");
-    let expected: BTreeSet<(String, String)> = asg_instances.iter().map(|i| (i.clone(), "renamed".to_string())).collect();
+    let expected: BTreeSet<(String, String)> =
+        asg_instances.iter().map(|i| (i.clone(), "renamed".to_string())).collect();
     wait_for(TIMEOUT, "the new Defenders in the Console", || async {
         (connected_in_console(&console).await == expected).then_some(())
     })
@@ -275,7 +289,13 @@ async fn auto_scaling_workers_join_and_run_one_connected_defender_each() {
     assert!(connected_in_console(&console).await.is_empty(), "disconnected in the Console");
 
     // Terminated instances leave the cluster; then the cluster can go.
-    env.asg.delete_auto_scaling_group().auto_scaling_group_name("pc-worker-node").force_delete(true).send().await.unwrap();
+    env.asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name("pc-worker-node")
+        .force_delete(true)
+        .send()
+        .await
+        .unwrap();
     wait_for(TIMEOUT, "the container instances to leave", || async {
         container_instances(&env, CLUSTER).await.is_empty().then_some(())
     })

@@ -135,7 +135,13 @@ async fn the_call_log_records_services_operations_and_parameters() {
     let env = start().await;
     create_cluster(&env.ecs, "pc-ecs-cluster").await;
     env.ecs.describe_clusters().clusters("pc-ecs-cluster").send().await.unwrap();
-    env.asg.describe_auto_scaling_groups().auto_scaling_group_names("a").auto_scaling_group_names("b").send().await.unwrap();
+    env.asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("a")
+        .auto_scaling_group_names("b")
+        .send()
+        .await
+        .unwrap();
     let calls = env.gate.calls();
     let create = calls.iter().find(|c| c.operation == "CreateCluster").unwrap();
     assert_eq!((create.service.as_str(), create.status, create.mutating), ("ecs", 200, true));
@@ -169,8 +175,14 @@ async fn control_api_serves_the_log_counts_and_faults() {
 
     let counts: serde_json::Value = http.get(format!("{base}/counts")).send().await.unwrap().json().await.unwrap();
     assert_eq!(counts["ecs:ListClusters"], 2);
-    let calls: serde_json::Value =
-        http.get(format!("{base}/calls?service=ecs&operation=ListClusters")).send().await.unwrap().json().await.unwrap();
+    let calls: serde_json::Value = http
+        .get(format!("{base}/calls?service=ecs&operation=ListClusters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(calls[0]["errorCode"], "ThrottlingException");
     assert_eq!(calls[1]["status"], 200);
     assert!(calls[0]["at"].as_str().unwrap().ends_with('Z'));

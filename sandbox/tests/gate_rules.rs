@@ -15,8 +15,7 @@ use aws_sdk_autoscaling::{
 use aws_sdk_ecs::{
     error::ProvideErrorMetadata,
     operation::{
-        create_service::CreateServiceError, delete_cluster::DeleteClusterError,
-        update_service::UpdateServiceError,
+        create_service::CreateServiceError, delete_cluster::DeleteClusterError, update_service::UpdateServiceError,
     },
     types::{DeploymentConfiguration, LaunchType, SchedulingStrategy},
 };
@@ -24,8 +23,17 @@ use common::*;
 
 const CLUSTER: &str = "pc-ecs-cluster";
 
-fn daemon(env: &Env, name: &str, td: &str) -> aws_sdk_ecs::operation::create_service::builders::CreateServiceFluentBuilder {
-    env.ecs.create_service().cluster(CLUSTER).service_name(name).task_definition(td).scheduling_strategy(SchedulingStrategy::Daemon)
+fn daemon(
+    env: &Env,
+    name: &str,
+    td: &str,
+) -> aws_sdk_ecs::operation::create_service::builders::CreateServiceFluentBuilder {
+    env.ecs
+        .create_service()
+        .cluster(CLUSTER)
+        .service_name(name)
+        .task_definition(td)
+        .scheduling_strategy(SchedulingStrategy::Daemon)
 }
 
 #[tokio::test]
@@ -40,7 +48,8 @@ async fn daemon_service_refuses_desired_count_on_create_and_update() {
     assert!(err.message().unwrap().starts_with("The daemon scheduling strategy does not support a desired count"));
 
     daemon(&env, "pc-defender", "pc-defender").send().await.expect("a DAEMON service without desiredCount");
-    let err = env.ecs.update_service().cluster(CLUSTER).service("pc-defender").desired_count(3).send().await.unwrap_err();
+    let err =
+        env.ecs.update_service().cluster(CLUSTER).service("pc-defender").desired_count(3).send().await.unwrap_err();
     assert!(matches!(err.as_service_error(), Some(UpdateServiceError::InvalidParameterException(_))), "{err:?}");
 
     // Bare moto accepts it.
@@ -54,7 +63,8 @@ async fn daemon_service_refuses_maximum_percent_above_100() {
     register_task_definition(&env.ecs, "pc-defender", &[]).await;
     let config = |max| DeploymentConfiguration::builder().maximum_percent(max).minimum_healthy_percent(0).build();
 
-    let err = daemon(&env, "pc-defender", "pc-defender").deployment_configuration(config(200)).send().await.unwrap_err();
+    let err =
+        daemon(&env, "pc-defender", "pc-defender").deployment_configuration(config(200)).send().await.unwrap_err();
     let err = err.into_service_error();
     assert!(matches!(err, CreateServiceError::InvalidParameterException(_)), "{err:?}");
     assert!(err.message().unwrap().contains("does not support values above 100 for maximumPercent"));
@@ -121,7 +131,8 @@ async fn delete_cluster_is_refused_while_services_instances_or_tasks_remain() {
 
     env.moto_ecs.deregister_container_instance().cluster(CLUSTER).container_instance(&ci).send().await.unwrap();
     // A task without container instances (Fargate) still blocks deletion.
-    let run = env.moto_ecs.run_task().cluster(CLUSTER).task_definition(&td).launch_type(LaunchType::Fargate).send().await;
+    let run =
+        env.moto_ecs.run_task().cluster(CLUSTER).task_definition(&td).launch_type(LaunchType::Fargate).send().await;
     let task = run.unwrap().tasks()[0].task_arn().unwrap().to_string();
     let err = code(env.ecs.delete_cluster().cluster(CLUSTER).send().await.unwrap_err());
     assert!(matches!(err, DeleteClusterError::ClusterContainsTasksException(_)), "{err:?}");
@@ -181,17 +192,27 @@ async fn launch_template(env: &Env, name: &str) {
     env.ec2
         .create_launch_template()
         .launch_template_name(name)
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(AMI).instance_type("t2.medium".into()).build())
+        .launch_template_data(
+            RequestLaunchTemplateData::builder().image_id(AMI).instance_type("t2.medium".into()).build(),
+        )
         .send()
         .await
         .expect("CreateLaunchTemplate");
 }
 
-fn create_asg(env: &Env, name: &str, min: i32, max: i32, desired: i32) -> aws_sdk_autoscaling::operation::create_auto_scaling_group::builders::CreateAutoScalingGroupFluentBuilder {
+fn create_asg(
+    env: &Env,
+    name: &str,
+    min: i32,
+    max: i32,
+    desired: i32,
+) -> aws_sdk_autoscaling::operation::create_auto_scaling_group::builders::CreateAutoScalingGroupFluentBuilder {
     env.asg
         .create_auto_scaling_group()
         .auto_scaling_group_name(name)
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_name("pc-worker-node").version("$Latest").build())
+        .launch_template(
+            LaunchTemplateSpecification::builder().launch_template_name("pc-worker-node").version("$Latest").build(),
+        )
         .availability_zones("us-east-1a")
         .min_size(min)
         .max_size(max)
@@ -245,7 +266,13 @@ async fn auto_scaling_group_sizes_are_validated() {
     assert_eq!(err.code(), Some("ValidationError"), "new min above the current max");
     let err = update().desired_capacity(4).send().await.unwrap_err();
     assert_eq!(err.code(), Some("ValidationError"));
-    let err = env.asg.set_desired_capacity().auto_scaling_group_name("pc-worker-autoscaling").desired_capacity(9).send().await;
+    let err = env
+        .asg
+        .set_desired_capacity()
+        .auto_scaling_group_name("pc-worker-autoscaling")
+        .desired_capacity(9)
+        .send()
+        .await;
     assert_eq!(err.unwrap_err().code(), Some("ValidationError"));
     update().min_size(2).max_size(3).desired_capacity(3).send().await.expect("valid sizes pass");
 }
@@ -272,11 +299,14 @@ async fn launch_configuration_in_use_is_not_deleted() {
         .send()
         .await
         .unwrap();
-    let err = env.asg.delete_launch_configuration().launch_configuration_name("pc-worker-node").send().await.unwrap_err();
+    let err =
+        env.asg.delete_launch_configuration().launch_configuration_name("pc-worker-node").send().await.unwrap_err();
     assert_eq!(err.code(), Some("ResourceInUse"));
     assert_eq!(
         err.message(),
-        Some("Cannot delete launch configuration pc-worker-node because it is attached to AutoScalingGroup pc-worker-autoscaling.")
+        Some(
+            "Cannot delete launch configuration pc-worker-node because it is attached to AutoScalingGroup pc-worker-autoscaling."
+        )
     );
     assert!(matches!(err.into_service_error(), DeleteLaunchConfigurationError::ResourceInUseFault(_)));
     env.asg.delete_auto_scaling_group().auto_scaling_group_name("pc-worker-autoscaling").send().await.unwrap();
@@ -316,10 +346,15 @@ async fn daemon_services_show_counts_deployments_and_task_definition_arns() {
     assert_eq!(svc.deployments()[0].rollout_state().map(|s| s.as_str()), Some("COMPLETED"));
 
     // A new revision: a new PRIMARY deployment, the old one ACTIVE until its tasks are replaced.
-    let updated = env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition("pc-defender:2").send().await;
+    let updated =
+        env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition("pc-defender:2").send().await;
     let svc = updated.unwrap().service().unwrap().clone();
     assert_eq!(svc.task_definition(), Some(td2.as_str()));
-    let states: Vec<_> = svc.deployments().iter().map(|d| (d.status().unwrap().to_string(), d.task_definition().unwrap().to_string())).collect();
+    let states: Vec<_> = svc
+        .deployments()
+        .iter()
+        .map(|d| (d.status().unwrap().to_string(), d.task_definition().unwrap().to_string()))
+        .collect();
     assert_eq!(states, vec![("PRIMARY".to_string(), td2.clone()), ("ACTIVE".to_string(), td1.clone())]);
     assert_eq!(svc.deployments()[0].rollout_state().map(|s| s.as_str()), Some("IN_PROGRESS"));
 

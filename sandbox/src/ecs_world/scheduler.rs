@@ -99,7 +99,12 @@ mod tests {
     }
 
     fn task(arn: &str, svc: &str, td: &str, ci: &str) -> Task {
-        Task { arn: arn.into(), group: format!("service:{svc}"), task_definition: td.into(), container_instance: ci.into() }
+        Task {
+            arn: arn.into(),
+            group: format!("service:{svc}"),
+            task_definition: td.into(),
+            container_instance: ci.into(),
+        }
     }
 
     fn daemon(td: &str) -> Vec<DaemonService> {
@@ -126,7 +131,8 @@ mod tests {
     #[test]
     fn draining_instances_and_deleted_services_lose_their_tasks() {
         let instances = [inst("ci1", false)];
-        let tasks = [task("t1", "d", "td1", "ci1"), task("t2", "gone", "td9", "ci1"), task("t3", "replica", "td", "ci1")];
+        let tasks =
+            [task("t1", "d", "td1", "ci1"), task("t2", "gone", "td9", "ci1"), task("t3", "replica", "td", "ci1")];
         let actions = plan(&daemon("td1"), &active(&["d", "replica"]), &instances, &tasks);
         assert_eq!(
             actions,
@@ -144,13 +150,19 @@ mod tests {
         let actions = plan(&daemon("td2"), &active(&["d"]), &instances, &tasks);
         assert_eq!(
             actions,
-            vec![Action::Stop { task: "t1".into(), reason: "Replaced by a new deployment".into() }, start("ci1", "td2")]
+            vec![
+                Action::Stop { task: "t1".into(), reason: "Replaced by a new deployment".into() },
+                start("ci1", "td2")
+            ]
         );
         let tasks = [task("t3", "d", "td2", "ci1"), task("t2", "d", "td1", "ci2")];
         let actions = plan(&daemon("td2"), &active(&["d"]), &instances, &tasks);
         assert_eq!(
             actions,
-            vec![Action::Stop { task: "t2".into(), reason: "Replaced by a new deployment".into() }, start("ci2", "td2")]
+            vec![
+                Action::Stop { task: "t2".into(), reason: "Replaced by a new deployment".into() },
+                start("ci2", "td2")
+            ]
         );
     }
 
@@ -159,6 +171,9 @@ mod tests {
         let instances = [inst("ci1", true)];
         let tasks = [task("t1", "d", "td1", "ci1"), task("t2", "d", "td1", "ci1")];
         let actions = plan(&daemon("td1"), &active(&["d"]), &instances, &tasks);
-        assert_eq!(actions, vec![Action::Stop { task: "t2".into(), reason: "More than one daemon task on the instance".into() }]);
+        assert_eq!(
+            actions,
+            vec![Action::Stop { task: "t2".into(), reason: "More than one daemon task on the instance".into() }]
+        );
     }
 }

@@ -8,7 +8,10 @@ pub fn decode(raw: &str) -> String {
     let mut text = raw.trim().to_string();
     for _ in 0..3 {
         let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok())
+        match base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
         {
             Some(decoded) if !compact.is_empty() => text = decoded,
             _ => break,
@@ -74,7 +77,10 @@ mod tests {
 
     #[test]
     fn echo_lines() {
-        assert_eq!(ecs_cluster("#!/bin/bash\necho ECS_CLUSTER=pc-ecs-cluster >> /etc/ecs/ecs.config\n").as_deref(), Some("pc-ecs-cluster"));
+        assert_eq!(
+            ecs_cluster("#!/bin/bash\necho ECS_CLUSTER=pc-ecs-cluster >> /etc/ecs/ecs.config\n").as_deref(),
+            Some("pc-ecs-cluster")
+        );
         assert_eq!(ecs_cluster("echo \"ECS_CLUSTER=a_b\" >> /etc/ecs/ecs.config").as_deref(), Some("a_b"));
         assert_eq!(ecs_cluster("echo 'ECS_CLUSTER=c' > /etc/ecs/ecs.config").as_deref(), Some("c"));
         assert_eq!(ecs_cluster("echo ECS_CLUSTER=d>>/etc/ecs/ecs.config").as_deref(), Some("d"));
@@ -84,7 +90,8 @@ mod tests {
 
     #[test]
     fn heredoc() {
-        let script = "#!/bin/bash\ncat <<'EOF' >> /etc/ecs/ecs.config\nECS_CLUSTER=pc\nECS_LOGLEVEL=debug\nEOF\necho done\n";
+        let script =
+            "#!/bin/bash\ncat <<'EOF' >> /etc/ecs/ecs.config\nECS_CLUSTER=pc\nECS_LOGLEVEL=debug\nEOF\necho done\n";
         assert_eq!(ecs_cluster(script).as_deref(), Some("pc"));
     }
 

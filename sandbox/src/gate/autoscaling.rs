@@ -9,7 +9,10 @@ const VERSION: &str = "2011-01-01";
 
 pub(crate) async fn handle(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
     let refusal = match ctx.id.operation.as_str() {
-        "CreateAutoScalingGroup" | "UpdateAutoScalingGroup" | "SetDesiredCapacity" | "DeleteAutoScalingGroup"
+        "CreateAutoScalingGroup"
+        | "UpdateAutoScalingGroup"
+        | "SetDesiredCapacity"
+        | "DeleteAutoScalingGroup"
         | "DeleteLaunchConfiguration" => {
             let _guard = sh.rules_lock.lock().await;
             let refusal = check(sh, ctx).await;
@@ -52,7 +55,9 @@ async fn check(sh: &Shared, ctx: &Ctx) -> Option<(&'static str, String)> {
             match describe(&side, Some(&name)).await {
                 Ok(groups) if !groups.is_empty() => Some((
                     "AlreadyExists",
-                    format!("AutoScalingGroup by this name already exists - A group with the name {name} already exists"),
+                    format!(
+                        "AutoScalingGroup by this name already exists - A group with the name {name} already exists"
+                    ),
                 )),
                 _ => None,
             }
@@ -71,12 +76,18 @@ async fn check(sh: &Shared, ctx: &Ctx) -> Option<(&'static str, String)> {
             if desired > group.max {
                 Some((
                     "ValidationError",
-                    format!("New SetDesiredCapacity value {desired} is above max value {} for the AutoScalingGroup.", group.max),
+                    format!(
+                        "New SetDesiredCapacity value {desired} is above max value {} for the AutoScalingGroup.",
+                        group.max
+                    ),
                 ))
             } else if desired < group.min {
                 Some((
                     "ValidationError",
-                    format!("New SetDesiredCapacity value {desired} is below min value {} for the AutoScalingGroup.", group.min),
+                    format!(
+                        "New SetDesiredCapacity value {desired} is below min value {} for the AutoScalingGroup.",
+                        group.min
+                    ),
                 ))
             } else {
                 None
@@ -101,7 +112,10 @@ async fn check(sh: &Shared, ctx: &Ctx) -> Option<(&'static str, String)> {
             let user = groups.iter().find(|g| g.launch_configuration.as_deref() == Some(lc))?;
             Some((
                 "ResourceInUse",
-                format!("Cannot delete launch configuration {lc} because it is attached to AutoScalingGroup {}.", user.name),
+                format!(
+                    "Cannot delete launch configuration {lc} because it is attached to AutoScalingGroup {}.",
+                    user.name
+                ),
             ))
         }
         _ => None,
@@ -185,13 +199,7 @@ mod tests {
         let m = doc.path(&["DescribeAutoScalingGroupsResult", "AutoScalingGroups", "member"]).unwrap();
         assert_eq!(
             parse_group(m),
-            Group {
-                name: "g".into(),
-                min: 1,
-                max: 2,
-                instances: 2,
-                launch_configuration: Some("lc".into())
-            }
+            Group { name: "g".into(), min: 1, max: 2, instances: 2, launch_configuration: Some("lc".into()) }
         );
     }
 }

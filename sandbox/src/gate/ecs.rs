@@ -338,7 +338,10 @@ async fn cluster_refusal(
             let name = svc.get("serviceName").and_then(Value::as_str).unwrap_or_default().to_string();
             let status = live_status(sh, side, &key(ctx, cluster, &name), &svc).await;
             if status == "ACTIVE" || status == "DRAINING" {
-                return Some(("ClusterContainsServicesException", "The Cluster cannot be deleted while Services are active."));
+                return Some((
+                    "ClusterContainsServicesException",
+                    "The Cluster cannot be deleted while Services are active.",
+                ));
             }
         }
     }
@@ -572,7 +575,12 @@ async fn list_all(side: &Side<'_>, op: &str, mut req: Value, field: &str) -> Res
     loop {
         let resp = side.ecs(op, req.clone()).await?;
         out.extend(
-            resp.get(field).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_string),
+            resp.get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string),
         );
         match resp.get("nextToken").and_then(Value::as_str) {
             Some(t) if !t.is_empty() => req["nextToken"] = json!(t),
@@ -596,7 +604,11 @@ async fn observe_cluster(side: &Side<'_>, cluster: &str) -> Result<ClusterObs> {
         let resp = side.ecs("DescribeTasks", json!({"cluster": cluster, "tasks": chunk})).await?;
         for t in resp.get("tasks").and_then(Value::as_array).into_iter().flatten() {
             let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-            tasks.push(TaskObs { group: s("group"), task_definition: s("taskDefinitionArn"), last_status: s("lastStatus") });
+            tasks.push(TaskObs {
+                group: s("group"),
+                task_definition: s("taskDefinitionArn"),
+                last_status: s("lastStatus"),
+            });
         }
     }
     Ok(ClusterObs { active_instances: instances.len(), tasks })
@@ -621,7 +633,11 @@ mod tests {
     }
 
     fn state(tds: &[&str]) -> ServiceState {
-        ServiceState { client_token: None, deleted_at: None, deployments: tds.iter().map(|t| Deployment::new(t, "EC2")).collect() }
+        ServiceState {
+            client_token: None,
+            deleted_at: None,
+            deployments: tds.iter().map(|t| Deployment::new(t, "EC2")).collect(),
+        }
     }
 
     #[test]

@@ -78,7 +78,8 @@ pub fn identify(headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Identified {
     }
     let mut form: Vec<(String, String)> = uri.query().map(parse_form).unwrap_or_default();
     form.extend(parse_form(&String::from_utf8_lossy(body)));
-    let operation = form.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).unwrap_or_else(|| "unknown".into());
+    let operation =
+        form.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).unwrap_or_else(|| "unknown".into());
     let service = if scope_service.is_empty() { "unknown".to_string() } else { scope_service };
     let protocol = match service.as_str() {
         "ec2" => Protocol::Ec2Query,
@@ -316,9 +317,9 @@ mod tests {
         h
     }
 
-    const AUTH_ECS: &str = "AWS4-HMAC-SHA256 Credential=AKID/20240101/eu-west-1/ecs/aws4_request, SignedHeaders=host, Signature=abc";
-    const AUTH_ASG: &str =
-        "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/autoscaling/aws4_request, SignedHeaders=host, Signature=abc";
+    const AUTH_ECS: &str =
+        "AWS4-HMAC-SHA256 Credential=AKID/20240101/eu-west-1/ecs/aws4_request, SignedHeaders=host, Signature=abc";
+    const AUTH_ASG: &str = "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/autoscaling/aws4_request, SignedHeaders=host, Signature=abc";
 
     #[test]
     fn identifies_json_protocol_by_target() {
@@ -327,7 +328,10 @@ mod tests {
             ("x-amz-target", "AmazonEC2ContainerServiceV20141113.CreateService"),
         ]);
         let id = identify(&h, &"/".parse().unwrap(), br#"{"cluster":"c","serviceName":"s","desiredCount":2}"#);
-        assert_eq!((id.service.as_str(), id.operation.as_str(), id.region.as_str()), ("ecs", "CreateService", "eu-west-1"));
+        assert_eq!(
+            (id.service.as_str(), id.operation.as_str(), id.region.as_str()),
+            ("ecs", "CreateService", "eu-west-1")
+        );
         assert_eq!(id.protocol, Protocol::Json);
         let p = key_params(&id);
         assert_eq!(p["cluster"], "c");
@@ -340,7 +344,10 @@ mod tests {
     fn identifies_ssm_without_signature() {
         let h = headers(&[("x-amz-target", "AmazonSSM.GetParameter")]);
         let id = identify(&h, &"/".parse().unwrap(), br#"{"Name":"/aws/x"}"#);
-        assert_eq!((id.service.as_str(), id.operation.as_str(), id.region.as_str()), ("ssm", "GetParameter", "us-east-1"));
+        assert_eq!(
+            (id.service.as_str(), id.operation.as_str(), id.region.as_str()),
+            ("ssm", "GetParameter", "us-east-1")
+        );
         assert!(!is_mutating("GetParameter"));
     }
 

@@ -108,10 +108,8 @@ impl Side<'_> {
     /// An ECS JSON call.
     pub async fn ecs(&self, operation: &str, body: Value) -> Result<Value> {
         let mut headers = self.headers.clone();
-        headers.insert(
-            "x-amz-target",
-            HeaderValue::from_str(&format!("AmazonEC2ContainerServiceV20141113.{operation}"))?,
-        );
+        headers
+            .insert("x-amz-target", HeaderValue::from_str(&format!("AmazonEC2ContainerServiceV20141113.{operation}"))?);
         headers.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         let raw = self.up.send(&Method::POST, "/", &headers, Bytes::from(body.to_string())).await?;
         if raw.status != 200 {

@@ -36,11 +36,11 @@ pub fn parse(xml: &str) -> Result<Node> {
     let mut stack: Vec<Node> = vec![Node::default()];
     loop {
         match reader.read_event()? {
-            Event::Start(e) => {
-                stack.push(Node { name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(), ..Node::default() })
-            }
+            Event::Start(e) => stack
+                .push(Node { name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(), ..Node::default() }),
             Event::Empty(e) => {
-                let node = Node { name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(), ..Node::default() };
+                let node =
+                    Node { name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(), ..Node::default() };
                 stack.last_mut().expect("root").children.push(node);
             }
             Event::End(_) => {

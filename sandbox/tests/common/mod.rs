@@ -83,7 +83,9 @@ where
 }
 
 pub fn user_data_for(cluster: &str) -> String {
-    let script = format!("#!/bin/bash\nset -e\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\necho ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config\n");
+    let script = format!(
+        "#!/bin/bash\nset -e\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\necho ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config\n"
+    );
     base64::engine::general_purpose::STANDARD.encode(script)
 }
 
@@ -94,7 +96,8 @@ pub async fn create_cluster(ecs: &aws_sdk_ecs::Client, name: &str) {
 /// Registers a task definition `family` with the given environment; returns its ARN.
 pub async fn register_task_definition(ecs: &aws_sdk_ecs::Client, family: &str, env: &[(&str, &str)]) -> String {
     use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, KeyValuePair};
-    let mut container = ContainerDefinition::builder().name(family).image("registry.example.com/defender:1").memory(256);
+    let mut container =
+        ContainerDefinition::builder().name(family).image("registry.example.com/defender:1").memory(256);
     for (k, v) in env {
         container = container.environment(KeyValuePair::builder().name(*k).value(*v).build());
     }
@@ -146,5 +149,6 @@ pub async fn start_service_task(env: &Env, cluster: &str, service: &str, td: &st
 }
 
 pub async fn describe_service(ecs: &aws_sdk_ecs::Client, cluster: &str, name: &str) -> aws_sdk_ecs::types::Service {
-    ecs.describe_services().cluster(cluster).services(name).send().await.expect("DescribeServices").services()[0].clone()
+    ecs.describe_services().cluster(cluster).services(name).send().await.expect("DescribeServices").services()[0]
+        .clone()
 }
