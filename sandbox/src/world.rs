@@ -147,3 +147,20 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// SDK clients for tests that look at what is in AWS.
+pub struct AwsClientsForTests {
+    pub ecs: aws_sdk_ecs::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl AwsClientsForTests {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self {
+            ecs: aws_sdk_ecs::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+}

@@ -47,3 +47,114 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+use std::sync::{Arc, atomic::AtomicBool};
+
+use ecs_defender_operator::{controller, metrics::Metrics};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use sandbox::world::{Sandbox, SandboxOptions};
+
+/// The sandbox, the CRD, the Secrets a sample needs, and the operator running in-process.
+pub struct Harness {
+    pub sandbox: Sandbox,
+    pub client: Client,
+    pub api: Api<EcsDefenderDeployment>,
+    pub metrics: Arc<Metrics>,
+    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+impl Harness {
+    pub async fn start() -> anyhow::Result<Harness> {
+        Self::start_with(SandboxOptions::default()).await
+    }
+
+    pub async fn start_with(opts: SandboxOptions) -> anyhow::Result<Harness> {
+        ecs_defender_operator::install_crypto_provider();
+        let sandbox = Sandbox::start(opts).await?;
+        let client = sandbox.kube_client().await?;
+        install_crd(&client).await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        let console = sandbox.console();
+        for (name, data) in [
+            ("pc-console", vec![("username", console.username().to_string()), ("password", console.password().to_string())]),
+            (
+                "aws",
+                vec![
+                    ("AWS_ACCESS_KEY_ID", sandbox::moto::ACCESS_KEY_ID.to_string()),
+                    ("AWS_SECRET_ACCESS_KEY", sandbox::moto::SECRET_ACCESS_KEY.to_string()),
+                ],
+            ),
+        ] {
+            let secret: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "stringData": data.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            }))?;
+            secrets.create(&PostParams::default(), &secret).await?;
+        }
+        let metrics = Arc::new(Metrics::default());
+        let config = controller::Config {
+            converging_requeue: Duration::from_millis(500),
+            steady_requeue: Duration::from_secs(300),
+            stalled_requeue: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+            aws_endpoint_url: Some(sandbox.aws_endpoint()),
+            ..Default::default()
+        };
+        let operator = tokio::spawn(controller::run(client.clone(), config, metrics.clone(), Arc::new(AtomicBool::new(false))));
+        let api = Api::namespaced(client.clone(), "default");
+        Ok(Harness { sandbox, client, api, metrics, operator })
+    }
+
+    /// `fixtures::sample(name)` pointed at this sandbox's Console, with the AWS credentials Secret.
+    pub fn sample(&self, name: &str) -> EcsDefenderDeployment {
+        let mut edd = ecs_defender_operator::fixtures::sample(name);
+        edd.metadata.uid = None;
+        edd.metadata.generation = None;
+        edd.spec.defender.console.url = self.sandbox.console().url();
+        edd.spec.aws = Some(ecs_defender_operator::crd::AwsSpec {
+            credentials_secret_ref: Some(ecs_defender_operator::crd::SecretRef { name: "aws".into() }),
+            ..Default::default()
+        });
+        edd
+    }
+
+    pub async fn create(&self, edd: &EcsDefenderDeployment) -> anyhow::Result<EcsDefenderDeployment> {
+        Ok(self.api.create(&PostParams::default(), edd).await?)
+    }
+
+    /// Waits until condition `kind` has `status`; returns the resource.
+    pub async fn wait_condition(&self, name: &str, kind: &str, status: &str, timeout: Duration) -> EcsDefenderDeployment {
+        let found = eventually(timeout, || async {
+            let edd = self.api.get(name).await.ok()?;
+            let ok = edd.status.as_ref()?.conditions.iter().any(|c| c.type_ == kind && c.status == status);
+            ok.then_some(edd)
+        })
+        .await;
+        match found {
+            Some(edd) => edd,
+            None => {
+                let now = self.api.get(name).await.ok();
+                panic!("{name}: {kind} != {status} after {timeout:?}; status: {:#?}", now.and_then(|e| e.status))
+            }
+        }
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let gone = eventually(timeout, || async { matches!(self.api.get_opt(name).await, Ok(None)).then_some(()) }).await;
+        if gone.is_none() {
+            let now = self.api.get(name).await.ok();
+            panic!("{name} still exists after {timeout:?}; status: {:#?}", now.and_then(|e| e.status));
+        }
+    }
+
+    pub async fn aws(&self) -> sandbox::world::AwsClientsForTests {
+        sandbox::world::AwsClientsForTests::new(&self.sandbox.aws_config().await)
+    }
+}

@@ -1,0 +1,192 @@
+//! The operator end to end in the sandbox: real apiserver, AWS SDK -> gate -> moto, the ECS world
+//! and the Console simulator. One sample resource from apply to Ready to deleted.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{Harness, eventually};
+use ecs_defender_operator::crd::{DeletionPolicy, WorkerKind};
+use kube::api::{DeleteParams, Patch, PatchParams};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn count(h: &Harness, key: &str) -> u64 {
+    h.sandbox.gate().counts().get(key).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
+    let h = Harness::start().await.unwrap();
+    let started = std::time::Instant::now();
+    h.create(&h.sample("demo")).await.unwrap();
+    let edd = h.wait_condition("demo", "Ready", "True", READY_TIMEOUT).await;
+    let took = started.elapsed();
+    let st = edd.status.clone().unwrap();
+    assert_eq!(st.container_instances, Some(2));
+    assert_eq!(st.defenders_connected, Some(2));
+    assert_eq!(st.defenders_running, Some(2));
+    assert_eq!(st.observed_generation, edd.metadata.generation);
+    for c in ["ClusterReady", "WorkersReady", "TaskDefinitionReady", "ServiceReady", "DefendersConnected"] {
+        assert!(st.conditions.iter().any(|x| x.type_ == c && x.status == "True"), "{c} not True: {:#?}", st.conditions);
+    }
+    assert!(st.conditions.iter().any(|x| x.type_ == "Reconciling" && x.status == "False"));
+    assert!(st.conditions.iter().any(|x| x.type_ == "Stalled" && x.status == "False"));
+    let digest = st.task_definition_digest.clone().unwrap();
+    assert_eq!(digest.len(), 64);
+    assert!(st.image_id.as_deref().unwrap().starts_with("ami-"));
+
+    // Exactly one of each, as AWS sees it.
+    let aws = h.aws().await;
+    let clusters = aws.ecs.list_clusters().send().await.unwrap();
+    assert_eq!(clusters.cluster_arns().len(), 1, "{:?}", clusters.cluster_arns());
+    let lts = aws.ec2.describe_launch_templates().send().await.unwrap();
+    assert_eq!(lts.launch_templates().len(), 1);
+    let groups = aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
+    assert_eq!(groups.auto_scaling_groups().len(), 1);
+    let tds = aws.ecs.list_task_definitions().send().await.unwrap();
+    assert_eq!(tds.task_definition_arns().len(), 1, "{:?}", tds.task_definition_arns());
+    let services = aws.ecs.list_services().cluster("demo").send().await.unwrap();
+    assert_eq!(services.service_arns().len(), 1);
+    for key in ["ecs:CreateCluster", "ec2:CreateLaunchTemplate", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"] {
+        assert_eq!(count(&h, key), 1, "{key} called {} times", count(&h, key));
+    }
+    // The user data names the cluster exactly.
+    let version = aws
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("pc-worker-node")
+        .send()
+        .await
+        .unwrap();
+    let ud = version.launch_template_versions()[0].launch_template_data().unwrap().user_data().unwrap();
+    let ud = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ud).unwrap()).unwrap();
+    assert!(ud.contains("echo ECS_CLUSTER=demo >> /etc/ecs/ecs.config"), "{ud}");
+    // The Console's task definition was registered faithfully: host network and pid mode, privileged.
+    let td = aws.ecs.describe_task_definition().task_definition("pc-defender").send().await.unwrap();
+    let td = td.task_definition().unwrap();
+    assert_eq!(td.network_mode().map(|m| m.as_str()), Some("host"));
+    assert_eq!(td.pid_mode().map(|m| m.as_str()), Some("host"));
+    assert_eq!(td.container_definitions()[0].name(), Some("twistlock_defender"));
+    assert_eq!(td.volumes().len(), 5);
+    // No DAEMON service ever got a desiredCount (the gate refuses one with InvalidParameterException).
+    let calls = h.sandbox.gate().calls();
+    assert!(calls.iter().all(|c| c.error_code.as_deref() != Some("InvalidParameterException")), "{calls:#?}");
+    assert!(
+        calls.iter().filter(|c| c.operation == "CreateService" || c.operation == "UpdateService").all(|c| !c.params.contains_key("desiredCount")),
+        "a service call carried desiredCount"
+    );
+    let mutating = calls.iter().filter(|c| c.mutating).count();
+    let console_calls = h.sandbox.console().request_count();
+    println!(
+        "Ready after {took:?}: {} AWS calls ({mutating} mutating, {} read-only), {console_calls} Console calls",
+        calls.len(),
+        calls.len() - mutating
+    );
+
+    // A second reconcile of the converged resource: reads only, no Console generation.
+    h.sandbox.gate().clear_calls();
+    h.sandbox.console().clear_requests();
+    let before = h.metrics.render();
+    let reconciles = |text: &str| -> u64 {
+        text.lines().find(|l| l.starts_with("ecs_defender_operator_reconciles_total")).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let n0 = reconciles(&before);
+    // An annotation change triggers a reconcile without changing the spec.
+    h.api
+        .patch("demo", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"poke": "1"}}})))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), || async { (reconciles(&h.metrics.render()) > n0 && !h.sandbox.gate().calls().is_empty()).then_some(()) })
+        .await
+        .expect("no reconcile after the annotation");
+    // Let that reconcile finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = h.sandbox.gate().calls();
+    let mutations: Vec<_> = calls.iter().filter(|c| c.mutating).map(|c| c.key()).collect();
+    assert!(mutations.is_empty(), "a converged resource was changed: {mutations:?}");
+    let generated: Vec<_> = h.sandbox.console().requests().into_iter().filter(|r| r.endpoint.contains("ecs-task")).collect();
+    assert!(generated.is_empty(), "the Console was asked to generate again: {generated:?}");
+    let after = h.api.get("demo").await.unwrap();
+    assert_eq!(after.status, edd.status, "status changed though nothing did");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_configuration_workers_become_ready_and_delete_cleanly() {
+    let h = Harness::start().await.unwrap();
+    let mut edd = h.sample("legacy");
+    edd.spec.workers.as_mut().unwrap().kind = WorkerKind::LaunchConfiguration;
+    h.create(&edd).await.unwrap();
+    let ready = h.wait_condition("legacy", "Ready", "True", READY_TIMEOUT).await;
+    assert_eq!(ready.status.as_ref().unwrap().defenders_connected, Some(2));
+    assert_eq!(count(&h, "autoscaling:CreateLaunchConfiguration"), 1);
+    assert_eq!(count(&h, "ec2:CreateLaunchTemplate"), 0);
+    let aws = h.aws().await;
+    let lcs = aws.autoscaling.describe_launch_configurations().send().await.unwrap();
+    assert_eq!(lcs.launch_configurations().len(), 1);
+
+    h.api.delete("legacy", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("legacy", Duration::from_secs(120)).await;
+    let lcs = aws.autoscaling.describe_launch_configurations().send().await.unwrap();
+    assert!(lcs.launch_configurations().is_empty(), "launch configuration left behind");
+    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty(), "cluster left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_tears_down_in_reverse_order() {
+    let h = Harness::start().await.unwrap();
+    h.create(&h.sample("gone")).await.unwrap();
+    h.wait_condition("gone", "Ready", "True", READY_TIMEOUT).await;
+    h.sandbox.gate().clear_calls();
+    h.api.delete("gone", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("gone", Duration::from_secs(120)).await;
+
+    let order: Vec<String> = h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.status == 200).map(|c| c.key()).collect();
+    let pos = |key: &str| order.iter().position(|k| k == key).unwrap_or_else(|| panic!("{key} not called: {order:?}"));
+    assert!(pos("ecs:DeleteService") < pos("ecs:DeregisterTaskDefinition"), "{order:?}");
+    assert!(pos("ecs:DeregisterTaskDefinition") < pos("autoscaling:DeleteAutoScalingGroup"), "{order:?}");
+    assert!(pos("autoscaling:DeleteAutoScalingGroup") < pos("ec2:DeleteLaunchTemplate"), "{order:?}");
+    assert!(pos("ec2:DeleteLaunchTemplate") < pos("ecs:DeleteCluster"), "{order:?}");
+
+    let aws = h.aws().await;
+    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty());
+    assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
+    assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty());
+    let active = aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
+    assert!(active.task_definition_arns().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_policy_leaves_aws_untouched() {
+    let h = Harness::start().await.unwrap();
+    let mut edd = h.sample("kept");
+    edd.spec.deletion_policy = DeletionPolicy::Orphan;
+    h.create(&edd).await.unwrap();
+    h.wait_condition("kept", "Ready", "True", READY_TIMEOUT).await;
+    h.sandbox.gate().clear_calls();
+    h.api.delete("kept", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("kept", Duration::from_secs(30)).await;
+    let mutations: Vec<_> = h.sandbox.gate().calls().iter().filter(|c| c.mutating).map(|c| c.key()).collect();
+    assert!(mutations.is_empty(), "Orphan changed AWS: {mutations:?}");
+    let aws = h.aws().await;
+    assert_eq!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_after_a_partial_create_removes_what_exists() {
+    let h = Harness::start().await.unwrap();
+    // Workers that never join (the gate refuses nothing here; the cluster just never gets
+    // instances because the ASG cannot be created: its subnet does not exist).
+    let mut edd = h.sample("partial");
+    edd.spec.workers.as_mut().unwrap().auto_scaling_group.subnet_ids = vec!["subnet-00000000deadbeef".into()];
+    h.create(&edd).await.unwrap();
+    // The cluster and launch template exist by the time the ASG step fails.
+    eventually(Duration::from_secs(60), || async { (count(&h, "ec2:CreateLaunchTemplate") == 1).then_some(()) }).await.expect("launch template");
+    h.api.delete("partial", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("partial", Duration::from_secs(120)).await;
+    let aws = h.aws().await;
+    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty(), "cluster left behind");
+    assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty(), "launch template left behind");
+    assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
+}
