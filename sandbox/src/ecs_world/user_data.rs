@@ -5,7 +5,7 @@ use base64::Engine;
 
 /// The user data as text: AWS returns it base64-encoded, and moto sometimes encodes it once more.
 pub fn decode(raw: &str) -> String {
-    let mut text = raw.trim().to_string();
+    let mut text = raw.to_string();
     for _ in 0..3 {
         let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         match base64::engine::general_purpose::STANDARD
