@@ -164,7 +164,7 @@ async fn update_and_delete_of_a_deleted_service_are_refused() {
 
 #[tokio::test]
 async fn deleted_service_drains_while_its_tasks_stop_then_goes_inactive() {
-    let env = start_with(|c| c.draining_min = Duration::from_millis(200)).await;
+    let env = start_with(|c| c.draining_min = Duration::ZERO).await;
     create_cluster(&env.ecs, CLUSTER).await;
     let td = register_task_definition(&env.ecs, "pc-defender", &[]).await;
     daemon(&env, "pc-defender", "pc-defender").send().await.unwrap();
@@ -173,7 +173,7 @@ async fn deleted_service_drains_while_its_tasks_stop_then_goes_inactive() {
 
     let deleted = env.ecs.delete_service().cluster(CLUSTER).service("pc-defender").send().await.unwrap();
     assert_eq!(deleted.service().unwrap().status(), Some("DRAINING"));
-    tokio::time::sleep(Duration::from_millis(300)).await; // past draining_min: only the task keeps it DRAINING
+    // Only the task keeps it DRAINING (draining_min is zero here).
     assert_eq!(describe_service(&env.ecs, CLUSTER, "pc-defender").await.status(), Some("DRAINING"));
     // The race of re-creating a service right after deleting it.
     let err = daemon(&env, "pc-defender", "pc-defender").send().await.unwrap_err().into_service_error();
@@ -383,4 +383,28 @@ async fn create_cluster_on_an_existing_name_keeps_it() {
     let again = env.ecs.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
     let c = again.cluster().unwrap();
     assert_eq!(c.settings().first().and_then(|s| s.value()), Some("enabled"), "{c:?}");
+}
+
+#[tokio::test]
+async fn cluster_counts_are_exact() {
+    let env = start().await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    let td = register_task_definition(&env.ecs, "pc-defender", &[]).await;
+    daemon(&env, "pc-defender", "pc-defender").send().await.unwrap();
+    let cis = [register_instance(&env, CLUSTER).await, register_instance(&env, CLUSTER).await];
+    let tasks = [
+        start_service_task(&env, CLUSTER, "pc-defender", &td, &cis[0]).await,
+        start_service_task(&env, CLUSTER, "pc-defender", &td, &cis[1]).await,
+    ];
+    env.moto_ecs.stop_task().cluster(CLUSTER).task(&tasks[1]).send().await.unwrap();
+    env.moto_ecs.deregister_container_instance().cluster(CLUSTER).container_instance(&cis[1]).send().await.unwrap();
+
+    let counts = |c: &aws_sdk_ecs::types::Cluster| {
+        (c.registered_container_instances_count(), c.running_tasks_count(), c.active_services_count())
+    };
+    let through = env.ecs.describe_clusters().clusters(CLUSTER).send().await.unwrap();
+    assert_eq!(counts(&through.clusters()[0]), (1, 1, 1));
+    // moto's own counters drift.
+    let bare = env.moto_ecs.describe_clusters().clusters(CLUSTER).send().await.unwrap();
+    assert_ne!(counts(&bare.clusters()[0]), (1, 1, 1));
 }

@@ -122,6 +122,7 @@ pub(crate) async fn handle(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         "UpdateService" => update_service(sh, ctx).await,
         "DeleteService" => delete_service(sh, ctx).await,
         "DescribeServices" => describe_services(sh, ctx).await,
+        "DescribeClusters" => describe_clusters(sh, ctx).await,
         "DeleteCluster" => delete_cluster(sh, ctx).await,
         "CreateCluster" => create_cluster(sh, ctx).await,
         _ => Ok(sh.forward(ctx, None).await?.into_response()),
@@ -312,6 +313,58 @@ async fn describe_services(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         present(sh, &side, ctx, &cluster, services, Presentation::Describe).await;
     }
     Ok(raw.with_json(&body).into_response())
+}
+
+/// moto's cluster counters drift (StopTask decrements a count StartTask never raised, deregistering
+/// keeps the instance counted); AWS's are exact, and the operator reads them as drift signals.
+async fn describe_clusters(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
+    let raw = sh.forward(ctx, None).await?;
+    if raw.status != 200 {
+        return Ok(raw.into_response());
+    }
+    let Some(mut body) = raw.json() else { return Ok(raw.into_response()) };
+    let side = sh.side(ctx);
+    if let Some(Value::Array(clusters)) = body.get_mut("clusters") {
+        for c in clusters.iter_mut().filter(|c| c.get("status").and_then(Value::as_str) == Some("ACTIVE")) {
+            let name = c.get("clusterName").and_then(Value::as_str).unwrap_or_default().to_string();
+            if let Ok(counts) = cluster_counts(&side, &name).await {
+                c["registeredContainerInstancesCount"] = json!(counts.instances);
+                c["runningTasksCount"] = json!(counts.running);
+                c["pendingTasksCount"] = json!(counts.pending);
+                c["activeServicesCount"] = json!(counts.active_services);
+            }
+        }
+    }
+    Ok(raw.with_json(&body).into_response())
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct ClusterCounts {
+    instances: usize,
+    running: usize,
+    pending: usize,
+    active_services: usize,
+}
+
+async fn cluster_counts(side: &Side<'_>, cluster: &str) -> Result<ClusterCounts> {
+    let instances =
+        list_all(side, "ListContainerInstances", json!({"cluster": cluster}), "containerInstanceArns").await?.len();
+    let obs = observe_cluster(side, cluster).await?;
+    let running = obs.tasks.iter().filter(|t| t.last_status == "RUNNING").count();
+    let pending = obs.tasks.iter().filter(|t| t.last_status != "RUNNING" && t.last_status != "STOPPED").count();
+    let mut active_services = 0;
+    let arns = list_all(side, "ListServices", json!({"cluster": cluster}), "serviceArns").await?;
+    for chunk in arns.chunks(10) {
+        let resp = side.ecs("DescribeServices", json!({"cluster": cluster, "services": chunk})).await?;
+        active_services += resp
+            .get("services")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.get("status").and_then(Value::as_str) == Some("ACTIVE"))
+            .count();
+    }
+    Ok(ClusterCounts { instances, running, pending, active_services })
 }
 
 async fn delete_cluster(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
