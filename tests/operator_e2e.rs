@@ -12,6 +12,16 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Names of the ACTIVE clusters (a deleted cluster stays describable as INACTIVE for a while).
+async fn active_clusters(aws: &sandbox::world::AwsClientsForTests) -> Vec<String> {
+    let arns = aws.ecs.list_clusters().send().await.unwrap().cluster_arns().to_vec();
+    if arns.is_empty() {
+        return vec![];
+    }
+    let out = aws.ecs.describe_clusters().set_clusters(Some(arns)).send().await.unwrap();
+    out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(|c| c.cluster_name().map(str::to_string)).collect()
+}
+
 fn count(h: &Harness, key: &str) -> u64 {
     h.sandbox.gate().counts().get(key).copied().unwrap_or(0)
 }
@@ -39,8 +49,7 @@ async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
 
     // Exactly one of each, as AWS sees it.
     let aws = h.aws().await;
-    let clusters = aws.ecs.list_clusters().send().await.unwrap();
-    assert_eq!(clusters.cluster_arns().len(), 1, "{:?}", clusters.cluster_arns());
+    assert_eq!(active_clusters(&aws).await, vec!["demo".to_string()]);
     let lts = aws.ec2.describe_launch_templates().send().await.unwrap();
     assert_eq!(lts.launch_templates().len(), 1);
     let groups = aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
@@ -130,7 +139,7 @@ async fn launch_configuration_workers_become_ready_and_delete_cleanly() {
     h.wait_gone("legacy", Duration::from_secs(120)).await;
     let lcs = aws.autoscaling.describe_launch_configurations().send().await.unwrap();
     assert!(lcs.launch_configurations().is_empty(), "launch configuration left behind");
-    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty(), "cluster left behind");
+    assert!(active_clusters(&aws).await.is_empty(), "cluster left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +159,7 @@ async fn deletion_tears_down_in_reverse_order() {
     assert!(pos("ec2:DeleteLaunchTemplate") < pos("ecs:DeleteCluster"), "{order:?}");
 
     let aws = h.aws().await;
-    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty());
+    assert!(active_clusters(&aws).await.is_empty());
     assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
     assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty());
     let active = aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
@@ -170,7 +179,7 @@ async fn orphan_policy_leaves_aws_untouched() {
     let mutations: Vec<_> = h.sandbox.gate().calls().iter().filter(|c| c.mutating).map(|c| c.key()).collect();
     assert!(mutations.is_empty(), "Orphan changed AWS: {mutations:?}");
     let aws = h.aws().await;
-    assert_eq!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().len(), 1);
+    assert_eq!(active_clusters(&aws).await, vec!["kept".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +195,7 @@ async fn deletion_after_a_partial_create_removes_what_exists() {
     h.api.delete("partial", &DeleteParams::default()).await.unwrap();
     h.wait_gone("partial", Duration::from_secs(120)).await;
     let aws = h.aws().await;
-    assert!(aws.ecs.list_clusters().send().await.unwrap().cluster_arns().is_empty(), "cluster left behind");
+    assert!(active_clusters(&aws).await.is_empty(), "cluster left behind");
     assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty(), "launch template left behind");
     assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
 }
