@@ -60,6 +60,8 @@ pub struct GateConfig {
     pub draining_min: Duration,
     /// Request-rate limits per service (`"ecs"`, `"autoscaling"`, ...), from the start.
     pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Calls kept in the log (the oldest are dropped beyond it; counts stay exact).
+    pub max_log: usize,
 }
 
 impl Default for GateConfig {
@@ -70,6 +72,7 @@ impl Default for GateConfig {
             control_port: None,
             draining_min: Duration::from_secs(1),
             rate_limits: BTreeMap::new(),
+            max_log: 200_000,
         }
     }
 }
@@ -159,7 +162,7 @@ impl FaultControl {
 pub(crate) struct Shared {
     cfg: GateConfig,
     upstream: Upstream,
-    calls: Mutex<Vec<Call>>,
+    calls: Mutex<CallLog>,
     control: FaultControl,
     ecs: Mutex<ecs::Overlay>,
     /// Held across check-then-forward of the ruled mutations, so two concurrent calls cannot both
@@ -202,7 +205,37 @@ impl Shared {
             mutating: protocol::is_mutating(&ctx.id.operation),
             region: ctx.id.region.clone(),
         };
-        self.calls.lock().unwrap().push(call);
+        self.calls.lock().unwrap().push(call, self.cfg.max_log);
+    }
+}
+
+/// The call log (bounded) and the exact number of calls per `service:Operation` since the last reset.
+#[derive(Default)]
+pub(crate) struct CallLog {
+    calls: std::collections::VecDeque<Call>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl CallLog {
+    fn push(&mut self, call: Call, max: usize) {
+        *self.counts.entry(call.key()).or_insert(0) += 1;
+        self.calls.push_back(call);
+        while self.calls.len() > max.max(1) {
+            self.calls.pop_front();
+        }
+    }
+
+    pub(crate) fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter()
+    }
+
+    pub(crate) fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.clone()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.calls.clear();
+        self.counts.clear();
     }
 }
 
@@ -238,7 +271,7 @@ impl Gate {
         let shared = Arc::new(Shared {
             cfg,
             upstream,
-            calls: Mutex::new(Vec::new()),
+            calls: Mutex::new(CallLog::default()),
             control,
             ecs: Mutex::new(ecs::Overlay::default()),
             rules_lock: tokio::sync::Mutex::new(()),
@@ -272,12 +305,12 @@ impl Gate {
 
     /// Every call so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
-        self.shared.calls.lock().unwrap().clone()
+        self.shared.calls.lock().unwrap().calls().cloned().collect()
     }
 
     /// Number of calls per `"service:Operation"`.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        counts(&self.shared.calls.lock().unwrap())
+        self.shared.calls.lock().unwrap().counts()
     }
 
     /// Empties the call log.
@@ -303,14 +336,6 @@ impl Drop for Gate {
     fn drop(&mut self) {
         self.tasks.abort_all();
     }
-}
-
-fn counts(calls: &[Call]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for c in calls {
-        *out.entry(c.key()).or_insert(0) += 1;
-    }
-    out
 }
 
 /// moto advances a task's state on every DescribeTasks; this keeps them RUNNING (as the agent would)
@@ -423,4 +448,43 @@ async fn process(sh: &Shared, ctx: &Ctx) -> Reply {
             .body(Full::new(Bytes::from(format!("gate: {e:#}"))))
             .expect("static response")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(op: &str) -> Call {
+        Call {
+            service: "ecs".into(),
+            operation: op.into(),
+            params: BTreeMap::new(),
+            status: 200,
+            error_code: None,
+            at: SystemTime::UNIX_EPOCH,
+            mutating: false,
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[test]
+    fn log_is_bounded_and_counts_stay_exact() {
+        let mut log = CallLog::default();
+        for op in ["ListTasks", "ListTasks", "DescribeTasks"] {
+            log.push(call(op), 2);
+        }
+        assert_eq!(log.calls().map(|c| c.operation.as_str()).collect::<Vec<_>>(), ["ListTasks", "DescribeTasks"]);
+        assert_eq!(log.counts().get("ecs:ListTasks"), Some(&2));
+        log.clear();
+        assert!(log.counts().is_empty() && log.calls().next().is_none());
+    }
+
+    #[test]
+    fn call_json_shape() {
+        let v = serde_json::to_value(call("ListTasks")).unwrap();
+        assert_eq!(v["at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["errorCode"], serde_json::Value::Null);
+        let back: Call = serde_json::from_value(v).unwrap();
+        assert_eq!(back, call("ListTasks"));
+    }
 }

@@ -23,7 +23,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{Call, Fault, RateLimit, Shared, counts};
+use super::{Call, Fault, RateLimit, Shared};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -46,7 +46,7 @@ async fn calls(State(sh): State<Arc<Shared>>, Query(f): Query<CallFilter>) -> Js
     let calls = sh.calls.lock().unwrap();
     Json(
         calls
-            .iter()
+            .calls()
             .filter(|c| f.service.as_deref().is_none_or(|s| s == c.service))
             .filter(|c| f.operation.as_deref().is_none_or(|o| o == c.operation))
             .filter(|c| f.mutating.is_none_or(|m| m == c.mutating))
@@ -56,7 +56,7 @@ async fn calls(State(sh): State<Arc<Shared>>, Query(f): Query<CallFilter>) -> Js
 }
 
 async fn get_counts(State(sh): State<Arc<Shared>>) -> Json<std::collections::BTreeMap<String, u64>> {
-    Json(counts(&sh.calls.lock().unwrap()))
+    Json(sh.calls.lock().unwrap().counts())
 }
 
 async fn reset_log(State(sh): State<Arc<Shared>>) -> StatusCode {
