@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sandbox::world::{Sandbox, SandboxOptions};
 
+mod show;
+
 #[derive(Parser)]
 #[command(name = "sandbox", about = "The ecs-defender-operator local test world")]
 struct Cli {
@@ -22,6 +24,8 @@ enum Cmd {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// Print what is in the sandbox's AWS and Console (reads the variables `up` printed).
+    Show,
 }
 
 #[tokio::main]
@@ -30,7 +34,10 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Up { env_file } = Cli::parse().command;
+    let env_file = match Cli::parse().command {
+        Cmd::Up { env_file } => env_file,
+        Cmd::Show => return show::show().await,
+    };
     eprintln!("starting the sandbox (etcd, kube-apiserver, moto, ...)");
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
     let lines: String = sandbox.env()?.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect();
