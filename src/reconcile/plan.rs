@@ -551,3 +551,370 @@ fn short_td(arn: &str) -> &str {
 fn list(items: &[&str]) -> String {
     if items.len() <= 5 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
 }
+
+#[cfg(test)]
+mod tests {
+    //! One test per observed state of the world: the actions planned, the step reports, the needs.
+    use super::*;
+    use crate::{
+        aws::{autoscaling::AutoScalingGroup, ec2::LaunchTemplate, ecs::*},
+        fixtures,
+        validate::validate,
+    };
+
+    const UID: &str = "uid-demo";
+    const TD_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/pc-defender:1";
+
+    fn desired() -> Desired {
+        validate(&fixtures::sample("demo")).unwrap()
+    }
+
+    fn ours() -> Tags {
+        desired().tags
+    }
+
+    fn cluster(tags: Tags) -> Cluster {
+        Cluster {
+            arn: "arn:aws:ecs:us-east-1:123456789012:cluster/demo".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+            registered_container_instances: 0,
+            active_services: 0,
+            running_tasks: 0,
+            pending_tasks: 0,
+            tags,
+        }
+    }
+
+    fn inputs() -> LaunchInputs {
+        LaunchInputs {
+            image_id: Ok("ami-0123456789abcdef0".into()),
+            security_group_ids: vec![],
+            missing_security_groups: vec![],
+            subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+        }
+    }
+
+    fn lt() -> LaunchTemplate {
+        LaunchTemplate { id: "lt-1".into(), name: "pc-worker-node".into(), default_version: 1, latest_version: 1, tags: ours() }
+    }
+
+    fn asg(instances: usize) -> AutoScalingGroup {
+        AutoScalingGroup {
+            name: "pc-worker-autoscaling".into(),
+            arn: "arn:asg".into(),
+            min_size: 1,
+            max_size: 2,
+            desired_capacity: 2,
+            instances: (0..instances).map(|i| (format!("i-{i}"), "InService".into())).collect(),
+            launch_template_id: Some("lt-1".into()),
+            launch_configuration_name: None,
+            status: None,
+            tags: ours(),
+        }
+    }
+
+    fn instances(n: usize) -> Vec<ContainerInstance> {
+        (0..n).map(|i| ContainerInstance { arn: format!("ci-{i}"), ec2_instance_id: format!("i-{i}"), status: "ACTIVE".into() }).collect()
+    }
+
+    fn generated(version: &str) -> GeneratedTaskDefinition {
+        crate::reconcile::observe::build_generated(
+            serde_json::json!({"family": "x", "containerDefinitions": [{"name": "twistlock_defender", "image": format!("defender:{version}")}]}),
+            "pc-defender",
+            version.into(),
+        )
+    }
+
+    fn task_definition(digest: &str) -> TaskDefinition {
+        let mut tags = ours();
+        tags.insert(tags::DIGEST.into(), digest.into());
+        TaskDefinition { arn: TD_ARN.into(), family: "pc-defender".into(), revision: 1, active: true, tags }
+    }
+
+    fn service(td: &str) -> Service {
+        Service {
+            arn: "arn:svc".into(),
+            name: "pc-defender".into(),
+            status: "ACTIVE".into(),
+            task_definition: td.into(),
+            daemon: true,
+            desired: 2,
+            running: 2,
+            deployments: vec![],
+            tags: ours(),
+        }
+    }
+
+    fn tasks(n: usize, td: &str) -> Vec<Task> {
+        (0..n)
+            .map(|i| Task {
+                arn: format!("task-{i}"),
+                container_instance_arn: Some(format!("ci-{i}")),
+                task_definition_arn: td.into(),
+                last_status: "RUNNING".into(),
+            })
+            .collect()
+    }
+
+    fn defenders(n: usize) -> Vec<Defender> {
+        (0..n)
+            .map(|i| Defender {
+                hostname: format!("ip-{i}"),
+                connected: true,
+                cluster: "demo".into(),
+                version: "34.03.138".into(),
+                cloud_metadata: crate::prisma::CloudMetadata { resource_id: format!("i-{i}") },
+            })
+            .collect()
+    }
+
+    /// The world after a complete, converged deployment, as a reconcile right after it sees it.
+    fn converged() -> Observed {
+        let g = generated("34.03.138");
+        Observed {
+            cluster: Some(cluster(ours())),
+            launch_template: Some(lt()),
+            auto_scaling_group: Some(asg(2)),
+            container_instances: instances(2),
+            task_definition: Some(task_definition(&g.digest)),
+            service: Some(service(TD_ARN)),
+            tasks: tasks(2, TD_ARN),
+            console_version: Some("34.03.138".into()),
+            recorded: Recorded {
+                observed_generation: Some(1),
+                console_version: Some("34.03.138".into()),
+                task_definition_digest: Some(g.digest),
+            },
+            defenders: Some(defenders(2)),
+            ..Default::default()
+        }
+    }
+
+    fn names(p: &Plan) -> Vec<&'static str> {
+        p.actions.iter().map(Action::name).collect()
+    }
+
+    #[test]
+    fn empty_world_creates_the_cluster_first() {
+        let p = plan(&desired(), &Observed::default());
+        assert_eq!(names(&p), ["CreateCluster"]);
+        assert_eq!(p.steps.cluster.state, StepState::Progressing);
+        assert_eq!(p.steps.workers.state, StepState::Blocked);
+        assert!(p.needs.is_empty());
+        let Action::CreateCluster { name, tags } = &p.actions[0] else { unreachable!() };
+        assert_eq!(name, "demo");
+        assert_eq!(tags[tags::OWNER], UID);
+    }
+
+    #[test]
+    fn workers_need_launch_inputs_before_anything_is_created() {
+        let o = Observed { cluster: Some(cluster(ours())), ..Default::default() };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::LaunchInputs]);
+    }
+
+    #[test]
+    fn launch_template_and_group_are_created_together() {
+        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(inputs()), ..Default::default() };
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["CreateLaunchTemplate", "CreateAutoScalingGroup"]);
+        let Action::CreateLaunchTemplate(lt) = &p.actions[0] else { unreachable!() };
+        assert!(lt.user_data.contains("ECS_CLUSTER=demo"));
+        assert_eq!(lt.image_id, "ami-0123456789abcdef0");
+        let Action::CreateAutoScalingGroup(g) = &p.actions[1] else { unreachable!() };
+        assert_eq!(g.subnet_ids, ["subnet-a", "subnet-b"], "the default VPC's subnets");
+        assert_eq!((g.min_size, g.max_size, g.desired_capacity), (1, 2, 2));
+        assert_eq!(g.launch, LaunchSource::Template { name: "pc-worker-node".into() });
+        // The same inputs give the same idempotency token.
+        assert_eq!(plan(&desired(), &o).actions, p.actions);
+    }
+
+    #[test]
+    fn an_existing_launch_template_is_not_created_again() {
+        let o = Observed { cluster: Some(cluster(ours())), launch_template: Some(lt()), launch_inputs: Some(inputs()), ..Default::default() };
+        assert_eq!(names(&plan(&desired(), &o)), ["CreateAutoScalingGroup"]);
+    }
+
+    #[test]
+    fn waits_for_container_instances_and_names_the_count() {
+        let o = Observed {
+            cluster: Some(cluster(ours())),
+            launch_template: Some(lt()),
+            auto_scaling_group: Some(asg(2)),
+            container_instances: instances(1),
+            ..Default::default()
+        };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty() && p.needs.is_empty());
+        assert_eq!(p.steps.workers.reason, "WaitingForContainerInstances");
+        assert!(p.steps.workers.message.starts_with("1 of 2 container instances"), "{}", p.steps.workers.message);
+        assert_eq!(p.steps.task_definition.state, StepState::Blocked);
+    }
+
+    #[test]
+    fn a_resized_group_is_updated() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.workers.as_mut().unwrap().auto_scaling_group.max_size = 3;
+        edd.spec.workers.as_mut().unwrap().auto_scaling_group.desired_capacity = 3;
+        let o = converged();
+        let p = plan(&validate(&edd).unwrap(), &o);
+        assert_eq!(p.actions, [Action::UpdateAutoScalingGroupSize { name: "pc-worker-autoscaling".into(), min: 1, max: 3, desired: 3 }]);
+    }
+
+    #[test]
+    fn task_definition_asks_the_console_only_when_needed() {
+        let mut o = converged();
+        o.task_definition = None;
+        o.service = None;
+        o.tasks = vec![];
+        o.console_version = None;
+        o.recorded = Recorded::default();
+        o.defenders = None;
+        let p = plan(&desired(), &o);
+        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::ConsoleVersion]);
+        o.console_version = Some("34.03.138".into());
+        let p = plan(&desired(), &o);
+        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
+        o.generated = Some(generated("34.03.138"));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["RegisterTaskDefinition", "CreateService"]);
+        let Action::CreateService { task_definition, client_token, .. } = &p.actions[1] else { unreachable!() };
+        assert_eq!(task_definition, &None, "the service runs the revision registered just before");
+        assert!(client_token.len() <= 36);
+        let Action::RegisterTaskDefinition { tags, generated, .. } = &p.actions[0] else { unreachable!() };
+        assert_eq!(tags[tags::DIGEST], generated.digest);
+    }
+
+    #[test]
+    fn converged_world_plans_nothing() {
+        let p = plan(&desired(), &converged());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.needs.is_empty(), "a converged resource asked for {:?}", p.needs);
+        for (kind, step) in p.steps.all() {
+            assert_eq!(step.state, StepState::Ready, "{kind}: {step:?}");
+        }
+    }
+
+    #[test]
+    fn converged_but_defenders_unknown_asks_the_console_for_them() {
+        let mut o = converged();
+        o.defenders = None;
+        let p = plan(&desired(), &o);
+        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::Defenders]);
+        o.defenders = Some(defenders(1));
+        let p = plan(&desired(), &o);
+        assert_eq!(p.steps.defenders.message, "1 of 2 instances have a connected Defender; missing: i-1");
+    }
+
+    #[test]
+    fn a_console_upgrade_regenerates_and_rolls_the_service() {
+        let mut o = converged();
+        o.console_version = Some("34.04.001".into());
+        let p = plan(&desired(), &o);
+        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
+        o.generated = Some(generated("34.04.001"));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"]);
+        // The same Console output as registered: nothing to do.
+        o.generated = Some(generated("34.03.138"));
+        assert!(plan(&desired(), &o).actions.is_empty());
+    }
+
+    #[test]
+    fn a_spec_change_regenerates() {
+        let mut o = converged();
+        o.recorded.observed_generation = Some(0);
+        assert_eq!(plan(&desired(), &o).needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
+    }
+
+    #[test]
+    fn service_on_an_old_revision_is_updated_and_rolling_is_reported() {
+        let mut o = converged();
+        o.service = Some(service("arn:old:0"));
+        let p = plan(&desired(), &o);
+        assert_eq!(p.actions, [Action::UpdateService { cluster: "demo".into(), name: "pc-defender".into(), task_definition: Some(TD_ARN.into()) }]);
+        let mut o = converged();
+        o.tasks = tasks(1, TD_ARN);
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.service.reason, "Rolling");
+        assert!(p.steps.service.message.contains("waiting for: i-1"), "{}", p.steps.service.message);
+    }
+
+    #[test]
+    fn a_draining_service_is_waited_for_not_recreated() {
+        let mut o = converged();
+        o.service.as_mut().unwrap().status = "DRAINING".into();
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.service.reason, "ServiceDraining");
+        o.service.as_mut().unwrap().status = "INACTIVE".into();
+        assert_eq!(names(&plan(&desired(), &o)), ["CreateService"]);
+    }
+
+    #[test]
+    fn what_others_own_is_never_touched() {
+        let mut o = converged();
+        o.cluster = Some(cluster(Tags::new()));
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!((p.steps.cluster.state, p.steps.cluster.reason), (StepState::Failed, "ClusterNotOwned"));
+
+        let mut o = converged();
+        o.launch_template.as_mut().unwrap().tags = Tags::new();
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.workers.reason, "LaunchTemplateNotOwned");
+
+        let mut o = converged();
+        o.service.as_mut().unwrap().tags = Tags::new();
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.service.reason, "ServiceNotOwned");
+    }
+
+    #[test]
+    fn adoption_uses_a_foreign_cluster_and_requires_it() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.cluster.adopt = true;
+        let d = validate(&edd).unwrap();
+        let p = plan(&d, &Observed::default());
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.cluster.reason, "ClusterNotFound");
+        let mut o = converged();
+        o.cluster = Some(cluster(Tags::new()));
+        assert_eq!(plan(&d, &o).steps.cluster.state, StepState::Ready);
+    }
+
+    #[test]
+    fn bad_launch_inputs_stall_before_any_change() {
+        let mut i = inputs();
+        i.image_id = Err("SSM parameter /x does not exist in us-east-1".into());
+        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(i), ..Default::default() };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!((p.steps.workers.state, p.steps.workers.reason), (StepState::Failed, "ImageNotFound"));
+        let mut i = inputs();
+        i.missing_security_groups = vec!["pc-security-group".into()];
+        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(i), ..Default::default() };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.workers.message, "security groups not found: pc-security-group");
+    }
+
+    #[test]
+    fn without_workers_the_existing_nodes_are_used() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.workers = None;
+        let d = validate(&edd).unwrap();
+        let mut o = converged();
+        o.launch_template = None;
+        o.auto_scaling_group = None;
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.workers.reason, "NotManaged");
+        assert!(p.steps.defenders.state == StepState::Ready);
+    }
+}
