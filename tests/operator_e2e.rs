@@ -199,3 +199,60 @@ async fn deletion_after_a_partial_create_removes_what_exists() {
     assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty(), "launch template left behind");
     assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_upgrade_rolls_every_defender_to_the_new_version() {
+    // A short resync, so the Console's version is looked at again soon.
+    let h = Harness::start_full(Default::default(), |c| c.steady_requeue = Duration::from_secs(1)).await.unwrap();
+    h.create(&h.sample("upgrade")).await.unwrap();
+    let before = h.wait_condition("upgrade", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
+    let old_digest = before.task_definition_digest.clone().unwrap();
+
+    h.sandbox.console().set_version("34.04.200");
+    let after = eventually(READY_TIMEOUT, || async {
+        let st = h.api.get("upgrade").await.ok()?.status?;
+        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && st.console_version.as_deref() == Some("34.04.200") && st.defenders_running == Some(2)).then_some(st)
+    })
+    .await
+    .expect("not rolled to the new Console version");
+    assert_ne!(after.task_definition_digest.unwrap(), old_digest);
+    assert!(after.task_definition_arn.as_deref().unwrap().ends_with("pc-defender:2"), "{:?}", after.task_definition_arn);
+    assert!(after.defender_image.as_deref().unwrap().contains("34_04_200"), "{:?}", after.defender_image);
+    assert_eq!(count(&h, "ecs:RegisterTaskDefinition"), 2);
+    assert_eq!(count(&h, "ecs:UpdateService"), 1);
+    // Every Defender now runs the new version and is connected.
+    let connected: Vec<_> = h.sandbox.console().defenders().into_iter().filter(|d| d.connected).collect();
+    assert_eq!(connected.len(), 2, "{connected:?}");
+    assert!(connected.iter().all(|d| d.version == "34.04.200"), "{connected:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
+    let h = Harness::start().await.unwrap();
+    h.create(&h.sample("crashy")).await.unwrap();
+    let mut seen = 0;
+    let mut restarts = 0;
+    let ready = eventually(READY_TIMEOUT, || {
+        let mutations = h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.status == 200).count();
+        if mutations > seen {
+            // Kill the operator right after an AWS change, before it can record it.
+            seen = mutations;
+            restarts += 1;
+            h.restart_operator();
+        }
+        async { h.condition("crashy", "Ready").await.filter(|c| c.status == "True") }
+    })
+    .await;
+    assert!(ready.is_some(), "did not converge across restarts");
+    assert!(restarts >= 5, "only {restarts} restarts");
+    for key in ["ecs:CreateCluster", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"] {
+        assert!(count(&h, key) >= 1, "{key}");
+    }
+    let aws = h.aws().await;
+    assert_eq!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().len(), 1);
+    assert_eq!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().len(), 1);
+    let active = aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
+    assert_eq!(active.task_definition_arns().len(), 1, "{:?}", active.task_definition_arns());
+    assert_eq!(aws.ecs.list_services().cluster("crashy").send().await.unwrap().service_arns().len(), 1);
+}

@@ -61,12 +61,18 @@ pub struct Harness {
     pub client: Client,
     pub api: Api<EcsDefenderDeployment>,
     pub metrics: Arc<Metrics>,
-    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub config: controller::Config,
+    /// `/metrics`, `/healthz`, `/readyz` of the running operator.
+    pub http_url: String,
+    ready: Arc<AtomicBool>,
+    operator: std::sync::Mutex<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.operator.abort();
+        self.operator.lock().unwrap().abort();
+        self.server.abort();
     }
 }
 
@@ -76,6 +82,11 @@ impl Harness {
     }
 
     pub async fn start_with(opts: SandboxOptions) -> anyhow::Result<Harness> {
+        Self::start_full(opts, |_| {}).await
+    }
+
+    /// Like `start`, with the operator's settings adjusted by `tune`.
+    pub async fn start_full(opts: SandboxOptions, tune: impl FnOnce(&mut controller::Config)) -> anyhow::Result<Harness> {
         ecs_defender_operator::install_crypto_provider();
         let sandbox = Sandbox::start(opts).await?;
         let client = sandbox.kube_client().await?;
@@ -99,17 +110,57 @@ impl Harness {
             secrets.create(&PostParams::default(), &secret).await?;
         }
         let metrics = Arc::new(Metrics::default());
-        let config = controller::Config {
+        let mut config = controller::Config {
             converging_requeue: Duration::from_millis(500),
             steady_requeue: Duration::from_secs(300),
-            stalled_requeue: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(5),
+            stalled_requeue: Duration::from_secs(3),
+            max_backoff: Duration::from_secs(3),
             aws_endpoint_url: Some(sandbox.aws_endpoint()),
             ..Default::default()
         };
-        let operator = tokio::spawn(controller::run(client.clone(), config, metrics.clone(), Arc::new(AtomicBool::new(false))));
+        tune(&mut config);
+        let ready = Arc::new(AtomicBool::new(false));
+        let operator = tokio::spawn(controller::run(client.clone(), config.clone(), metrics.clone(), ready.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(ecs_defender_operator::http::serve(listener, metrics.clone(), ready.clone(), std::future::pending()));
         let api = Api::namespaced(client.clone(), "default");
-        Ok(Harness { sandbox, client, api, metrics, operator })
+        Ok(Harness { sandbox, client, api, metrics, config, http_url, ready, operator: std::sync::Mutex::new(operator), server })
+    }
+
+    /// Kills the operator (as a crash would, between any two of its calls) and starts a fresh one
+    /// with empty caches.
+    pub fn restart_operator(&self) {
+        let mut op = self.operator.lock().unwrap();
+        op.abort();
+        *op = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), self.metrics.clone(), self.ready.clone()));
+    }
+
+    /// Creates (or replaces) a Secret in `default`.
+    pub async fn put_secret(&self, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), "default");
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        }))?;
+        secrets.patch(name, &kube::api::PatchParams::apply("e2e-tests").force(), &kube::api::Patch::Apply(&secret)).await?;
+        Ok(())
+    }
+
+    /// The condition `kind` of `name`, if set.
+    pub async fn condition(&self, name: &str, kind: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.api.get(name).await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == kind)
+    }
+
+    /// A metric's value from `/metrics` text (`name{labels}` exactly as rendered), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `fixtures::sample(name)` pointed at this sandbox's Console, with the AWS credentials Secret.
