@@ -230,10 +230,21 @@ async fn a_console_upgrade_rolls_every_defender_to_the_new_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
     let h = Harness::start().await.unwrap();
+    // Slow AWS changes down so the restart below lands while the next call is in flight.
+    for (service, op) in [
+        ("ecs", "CreateCluster"),
+        ("ec2", "CreateLaunchTemplate"),
+        ("autoscaling", "CreateAutoScalingGroup"),
+        ("ecs", "RegisterTaskDefinition"),
+        ("ecs", "CreateService"),
+    ] {
+        h.sandbox.gate().add_fault(sandbox::gate::Fault::new(service, sandbox::gate::FaultKind::Latency(Duration::from_millis(150))).on(op));
+    }
     h.create(&h.sample("crashy")).await.unwrap();
     let mut seen = 0;
     let mut restarts = 0;
-    let ready = eventually(READY_TIMEOUT, || {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let ready = loop {
         let mutations = h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.status == 200).count();
         if mutations > seen {
             // Kill the operator right after an AWS change, before it can record it.
@@ -241,9 +252,14 @@ async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
             restarts += 1;
             h.restart_operator();
         }
-        async { h.condition("crashy", "Ready").await.filter(|c| c.status == "True") }
-    })
-    .await;
+        if let Some(c) = h.condition("crashy", "Ready").await.filter(|c| c.status == "True") {
+            break Some(c);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(ready.is_some(), "did not converge across restarts");
     assert!(restarts >= 5, "only {restarts} restarts");
     for key in ["ecs:CreateCluster", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"] {
