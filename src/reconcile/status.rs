@@ -217,3 +217,91 @@ impl Conds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::{StepReport, Steps};
+
+    fn step(state: StepState, reason: &'static str) -> StepReport {
+        StepReport { state, reason, message: format!("{reason} message") }
+    }
+
+    fn plan_with(defenders: StepState) -> Plan {
+        let ready = || step(StepState::Ready, "Ok");
+        Plan {
+            actions: vec![],
+            needs: Default::default(),
+            steps: Steps {
+                cluster: ready(),
+                workers: ready(),
+                task_definition: ready(),
+                service: ready(),
+                defenders: step(defenders, if defenders == StepState::Ready { "AllConnected" } else { "WaitingForDefenders" }),
+            },
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn build(prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan, now: Timestamp) -> EcsDefenderDeploymentStatus {
+        let observed = Observed::default();
+        let applied = Applied::default();
+        build_status(prev, 1, Some("demo"), Outcome::Planned { uid: "u", observed: &observed, plan, applied: &applied, suspended: false }, now)
+    }
+
+    fn cond<'a>(s: &'a EcsDefenderDeploymentStatus, kind: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_equal_status_later() {
+        let plan = plan_with(StepState::Progressing);
+        let first = build(None, &plan, t(0));
+        let again = build(Some(&first), &plan, t(60));
+        assert_eq!(first, again, "only time passed; no patch must follow");
+        assert_eq!(cond(&first, c::READY).status, "False");
+        assert_eq!(cond(&first, c::READY).reason, "WaitingForDefenders");
+        assert_eq!(cond(&first, c::RECONCILING).status, "True");
+        assert_eq!(first.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_when_status_flips() {
+        let first = build(None, &plan_with(StepState::Progressing), t(0));
+        let ready = build(Some(&first), &plan_with(StepState::Ready), t(10));
+        assert_eq!(cond(&ready, c::READY).status, "True");
+        assert_eq!(cond(&ready, c::READY).last_transition_time.0, t(10));
+        // ClusterReady was True before and still is: its time stays.
+        assert_eq!(cond(&ready, c::CLUSTER_READY).last_transition_time.0, t(0));
+        // The message changes without a flip: the time stays too.
+        let mut p = plan_with(StepState::Ready);
+        p.steps.cluster.message = "other words".into();
+        let later = build(Some(&ready), &p, t(20));
+        assert_eq!(cond(&later, c::CLUSTER_READY).last_transition_time.0, t(0));
+        assert_eq!(cond(&later, c::CLUSTER_READY).message, "other words");
+    }
+
+    #[test]
+    fn a_failed_step_is_stalled_and_not_reconciling() {
+        let mut p = plan_with(StepState::Ready);
+        p.steps.workers = step(StepState::Failed, "ImageNotFound");
+        let s = build(None, &p, t(0));
+        assert_eq!((cond(&s, c::STALLED).status.as_str(), cond(&s, c::STALLED).reason.as_str()), ("True", "ImageNotFound"));
+        assert_eq!(cond(&s, c::RECONCILING).status, "False");
+        assert_eq!(cond(&s, c::READY).status, "False");
+    }
+
+    #[test]
+    fn stalled_and_retrying_outcomes() {
+        let s = build_status(None, 2, None, Outcome::Stalled { reason: "SecretNotFound", message: "Secret default/x not found".into() }, t(0));
+        assert_eq!(cond(&s, c::STALLED).status, "True");
+        assert_eq!(cond(&s, c::READY).message, "Secret default/x not found");
+        let s = build_status(Some(&s), 2, None, Outcome::Retrying { reason: "ConsoleUnavailable", message: "timed out".into() }, t(5));
+        assert_eq!(cond(&s, c::STALLED).status, "False");
+        assert_eq!(cond(&s, c::RECONCILING).status, "True");
+        assert_eq!(cond(&s, c::STALLED).last_transition_time.0, t(5));
+    }
+}
