@@ -92,7 +92,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
         consoles: ConsolePool::new(metrics.clone()),
-        recorder: Recorder::new(client.clone(), Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
+        ),
         client,
         metrics,
         config,
@@ -170,7 +173,11 @@ async fn reconcile_inner(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Res
 }
 
 /// A merge patch carrying `resourceVersion`, so it fails rather than overwrite a concurrent change.
-async fn set_finalizers(api: &Api<EcsDefenderDeployment>, edd: &EcsDefenderDeployment, finalizers: Vec<String>) -> Result<(), Error> {
+async fn set_finalizers(
+    api: &Api<EcsDefenderDeployment>,
+    edd: &EcsDefenderDeployment,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
     let patch = serde_json::json!({
         "metadata": {"finalizers": finalizers, "resourceVersion": edd.resource_version()}
     });

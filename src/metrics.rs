@@ -38,14 +38,18 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("ecs_defender_operator");
         let reconciles = Counter::default();
         let failures = Family::<CategoryLabels, Counter>::default();
-        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter());
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let aws_calls = Family::<CallLabels, Counter>::default();
         let console_calls = Family::<CallLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_failures", "Failed reconciles by error category", failures.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
         registry.register("aws_calls", "AWS API calls by operation and outcome", aws_calls.clone());
-        registry.register("console_calls", "Prisma Cloud Console API calls by operation and outcome", console_calls.clone());
+        registry.register(
+            "console_calls",
+            "Prisma Cloud Console API calls by operation and outcome",
+            console_calls.clone(),
+        );
         Self { registry, reconciles, failures, duration, aws_calls, console_calls }
     }
 }

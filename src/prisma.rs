@@ -81,7 +81,13 @@ impl std::fmt::Debug for ConsoleTarget {
 impl ConsoleTarget {
     fn key(&self) -> String {
         let mut h = Sha256::new();
-        for part in [&self.url, &self.username, &self.password, self.ca_pem.as_deref().unwrap_or(""), self.project.as_deref().unwrap_or("")] {
+        for part in [
+            &self.url,
+            &self.username,
+            &self.password,
+            self.ca_pem.as_deref().unwrap_or(""),
+            self.project.as_deref().unwrap_or(""),
+        ] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -180,7 +186,8 @@ impl ConsoleClient {
 
     /// `POST /api/v1/defenders/ecs-task.json`: the Defender's task definition, as opaque JSON.
     pub async fn generate_ecs_task(&self, options: &serde_json::Value) -> Result<serde_json::Value, ConsoleError> {
-        let resp = self.call("ecs-task.json", Method::POST, "/api/v1/defenders/ecs-task.json", &[], Some(options)).await?;
+        let resp =
+            self.call("ecs-task.json", Method::POST, "/api/v1/defenders/ecs-task.json", &[], Some(options)).await?;
         let v: serde_json::Value = parse(resp, "ecs-task.json").await?;
         if !v.get("containerDefinitions").is_some_and(|c| c.is_array()) {
             return Err(ConsoleError::InvalidResponse {
@@ -192,7 +199,11 @@ impl ConsoleClient {
     }
 
     /// `GET /api/v1/defenders?cluster=...`, all pages.
-    pub async fn defenders(&self, cluster: Option<&str>, connected: Option<bool>) -> Result<Vec<Defender>, ConsoleError> {
+    pub async fn defenders(
+        &self,
+        cluster: Option<&str>,
+        connected: Option<bool>,
+    ) -> Result<Vec<Defender>, ConsoleError> {
         let mut all = Vec::new();
         let mut offset = 0usize;
         loop {
@@ -204,7 +215,8 @@ impl ConsoleClient {
                 query.push(("connected".into(), c.to_string()));
             }
             let resp = self.call("defenders", Method::GET, "/api/v1/defenders", &query, None).await?;
-            let total = resp.headers().get("total-count").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+            let total =
+                resp.headers().get("total-count").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
             let page: Option<Vec<Defender>> = parse(resp, "defenders").await?; // the Console answers null for none
             let page = page.unwrap_or_default();
             let n = page.len();
@@ -306,16 +318,10 @@ impl ConsoleClient {
         let body = serde_json::json!({"username": self.target.username, "password": self.target.password});
         let mut attempts = 0;
         loop {
-            let resp = self
-                .http
-                .post(self.url("/api/v1/authenticate"))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| {
-                    self.metrics.console_call(operation, "transport_error");
-                    ConsoleError::Transport { operation, message: transport_message(&e) }
-                })?;
+            let resp = self.http.post(self.url("/api/v1/authenticate")).json(&body).send().await.map_err(|e| {
+                self.metrics.console_call(operation, "transport_error");
+                ConsoleError::Transport { operation, message: transport_message(&e) }
+            })?;
             let status = resp.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.metrics.console_call(operation, "rate_limited");
@@ -357,7 +363,10 @@ impl ConsoleClient {
             .map_err(|e| ConsoleError::Transport { operation, message: transport_message(&e) })?;
         if !resp.status().is_success() {
             self.metrics.console_call(operation, "error");
-            return Err(ConsoleError::Unauthorized { status: resp.status().as_u16(), message: "renewal refused".into() });
+            return Err(ConsoleError::Unauthorized {
+                status: resp.status().as_u16(),
+                message: "renewal refused".into(),
+            });
         }
         self.metrics.console_call(operation, "success");
         #[derive(Deserialize)]
@@ -373,10 +382,15 @@ impl ConsoleClient {
     }
 }
 
-async fn parse<T: serde::de::DeserializeOwned>(resp: reqwest::Response, operation: &'static str) -> Result<T, ConsoleError> {
-    let bytes = resp.bytes().await.map_err(|e| ConsoleError::Transport { operation, message: transport_message(&e) })?;
+async fn parse<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    operation: &'static str,
+) -> Result<T, ConsoleError> {
+    let bytes =
+        resp.bytes().await.map_err(|e| ConsoleError::Transport { operation, message: transport_message(&e) })?;
     // serde's message names the position, never the content (the body may hold an install bundle).
-    serde_json::from_slice(&bytes).map_err(|e| ConsoleError::InvalidResponse { operation, message: format!("not the expected JSON ({e})") })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ConsoleError::InvalidResponse { operation, message: format!("not the expected JSON ({e})") })
 }
 
 /// The Console's `{"err": "..."}`, shortened; never the request.

@@ -107,7 +107,9 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         problems.push(format!("region {:?} is not an AWS region name such as us-east-1", spec.region));
     }
     let cluster_name = spec.cluster.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| name.clone());
-    if !(1..=255).contains(&cluster_name.len()) || !cluster_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !(1..=255).contains(&cluster_name.len())
+        || !cluster_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         problems.push(format!(
             "cluster name {cluster_name:?} is not a valid ECS cluster name (letters, digits, '-' and '_', at most 255)"
         ));
@@ -116,7 +118,10 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
     let workers = spec.workers.as_ref().map(|w| {
         let asg = &w.auto_scaling_group;
         if asg.min_size > asg.max_size {
-            problems.push(format!("workers.autoScalingGroup.minSize ({}) is greater than maxSize ({})", asg.min_size, asg.max_size));
+            problems.push(format!(
+                "workers.autoScalingGroup.minSize ({}) is greater than maxSize ({})",
+                asg.min_size, asg.max_size
+            ));
         }
         if asg.desired_capacity < asg.min_size || asg.desired_capacity > asg.max_size {
             problems.push(format!(
@@ -147,7 +152,8 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         }
         for s in &asg.subnet_ids {
             if !s.starts_with("subnet-") {
-                problems.push(format!("workers.autoScalingGroup.subnetIds entry {s:?} is not a subnet id (subnet-...)"));
+                problems
+                    .push(format!("workers.autoScalingGroup.subnetIds entry {s:?} is not a subnet id (subnet-...)"));
             }
         }
         let user_data = build_user_data(&cluster_name, &w.extra_user_data);
@@ -178,7 +184,9 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
     let console = &spec.defender.console;
     let parsed_url = url::Url::parse(&console.url);
     let console_host = match &parsed_url {
-        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => u.host_str().unwrap_or_default().to_string(),
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => {
+            u.host_str().unwrap_or_default().to_string()
+        }
         _ => {
             problems.push(format!("defender.console.url {:?} is not an http(s) URL", console.url));
             String::new()

@@ -22,7 +22,10 @@ use sandbox::control_plane::ControlPlane;
 #[test]
 fn committed_crd_matches_the_generated_one() {
     let generated = serde_yaml::to_string(&EcsDefenderDeployment::crd()).unwrap();
-    for path in ["crds/ecsdefenderdeployments.ecsdefender.io.yaml", "charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml"] {
+    for path in [
+        "crds/ecsdefenderdeployments.ecsdefender.io.yaml",
+        "charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml",
+    ] {
         let committed = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(committed == generated, "{path} differs from the generated CRD; run `make crd` and commit the result");
     }
@@ -42,7 +45,9 @@ async fn resource_round_trips_through_a_real_apiserver() {
         async move {
             watcher(api, watcher::Config::default())
                 .applied_objects()
-                .try_filter(|o| futures::future::ready(o.metadata.name.as_deref() == Some("demo") && o.status.is_some()))
+                .try_filter(|o| {
+                    futures::future::ready(o.metadata.name.as_deref() == Some("demo") && o.status.is_some())
+                })
                 .boxed()
                 .try_next()
                 .await
@@ -70,7 +75,8 @@ async fn resource_round_trips_through_a_real_apiserver() {
         }],
         ..Default::default()
     };
-    let patch = serde_json::json!({"apiVersion": "ecsdefender.io/v1alpha1", "kind": "EcsDefenderDeployment", "status": status});
+    let patch =
+        serde_json::json!({"apiVersion": "ecsdefender.io/v1alpha1", "kind": "EcsDefenderDeployment", "status": status});
     api.patch_status("demo", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await.unwrap();
 
     let read = api.get("demo").await.unwrap();
@@ -80,7 +86,8 @@ async fn resource_round_trips_through_a_real_apiserver() {
     // The spec is untouched by a status patch.
     assert_eq!(read.spec, created.spec);
 
-    let seen = tokio::time::timeout(Duration::from_secs(20), watch).await.expect("watch saw the status").unwrap().unwrap();
+    let seen =
+        tokio::time::timeout(Duration::from_secs(20), watch).await.expect("watch saw the status").unwrap().unwrap();
     assert_eq!(seen.unwrap().status.unwrap().cluster_name.as_deref(), Some("demo"));
 }
 

@@ -19,7 +19,11 @@ async fn active_clusters(aws: &sandbox::world::AwsClientsForTests) -> Vec<String
         return vec![];
     }
     let out = aws.ecs.describe_clusters().set_clusters(Some(arns)).send().await.unwrap();
-    out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).filter_map(|c| c.cluster_name().map(str::to_string)).collect()
+    out.clusters()
+        .iter()
+        .filter(|c| c.status() == Some("ACTIVE"))
+        .filter_map(|c| c.cluster_name().map(str::to_string))
+        .collect()
 }
 
 fn count(h: &Harness, key: &str) -> u64 {
@@ -58,17 +62,18 @@ async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
     assert_eq!(tds.task_definition_arns().len(), 1, "{:?}", tds.task_definition_arns());
     let services = aws.ecs.list_services().cluster("demo").send().await.unwrap();
     assert_eq!(services.service_arns().len(), 1);
-    for key in ["ecs:CreateCluster", "ec2:CreateLaunchTemplate", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"] {
+    for key in [
+        "ecs:CreateCluster",
+        "ec2:CreateLaunchTemplate",
+        "autoscaling:CreateAutoScalingGroup",
+        "ecs:RegisterTaskDefinition",
+        "ecs:CreateService",
+    ] {
         assert_eq!(count(&h, key), 1, "{key} called {} times", count(&h, key));
     }
     // The user data names the cluster exactly.
-    let version = aws
-        .ec2
-        .describe_launch_template_versions()
-        .launch_template_name("pc-worker-node")
-        .send()
-        .await
-        .unwrap();
+    let version =
+        aws.ec2.describe_launch_template_versions().launch_template_name("pc-worker-node").send().await.unwrap();
     let ud = version.launch_template_versions()[0].launch_template_data().unwrap().user_data().unwrap();
     let ud = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ud).unwrap()).unwrap();
     assert!(ud.contains("echo ECS_CLUSTER=demo >> /etc/ecs/ecs.config"), "{ud}");
@@ -83,7 +88,10 @@ async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
     let calls = h.sandbox.gate().calls();
     assert!(calls.iter().all(|c| c.error_code.as_deref() != Some("InvalidParameterException")), "{calls:#?}");
     assert!(
-        calls.iter().filter(|c| c.operation == "CreateService" || c.operation == "UpdateService").all(|c| !c.params.contains_key("desiredCount")),
+        calls
+            .iter()
+            .filter(|c| c.operation == "CreateService" || c.operation == "UpdateService")
+            .all(|c| !c.params.contains_key("desiredCount")),
         "a service call carried desiredCount"
     );
     let mutating = calls.iter().filter(|c| c.mutating).count();
@@ -99,23 +107,34 @@ async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
     h.sandbox.console().clear_requests();
     let before = h.metrics.render();
     let reconciles = |text: &str| -> u64 {
-        text.lines().find(|l| l.starts_with("ecs_defender_operator_reconciles_total")).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        text.lines()
+            .find(|l| l.starts_with("ecs_defender_operator_reconciles_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
     let n0 = reconciles(&before);
     // An annotation change triggers a reconcile without changing the spec.
     h.api
-        .patch("demo", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"poke": "1"}}})))
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
         .await
         .unwrap();
-    eventually(Duration::from_secs(30), || async { (reconciles(&h.metrics.render()) > n0 && !h.sandbox.gate().calls().is_empty()).then_some(()) })
-        .await
-        .expect("no reconcile after the annotation");
+    eventually(Duration::from_secs(30), || async {
+        (reconciles(&h.metrics.render()) > n0 && !h.sandbox.gate().calls().is_empty()).then_some(())
+    })
+    .await
+    .expect("no reconcile after the annotation");
     // Let that reconcile finish.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = h.sandbox.gate().calls();
     let mutations: Vec<_> = calls.iter().filter(|c| c.mutating).map(|c| c.key()).collect();
     assert!(mutations.is_empty(), "a converged resource was changed: {mutations:?}");
-    let generated: Vec<_> = h.sandbox.console().requests().into_iter().filter(|r| r.endpoint.contains("ecs-task")).collect();
+    let generated: Vec<_> =
+        h.sandbox.console().requests().into_iter().filter(|r| r.endpoint.contains("ecs-task")).collect();
     assert!(generated.is_empty(), "the Console was asked to generate again: {generated:?}");
     let after = h.api.get("demo").await.unwrap();
     assert_eq!(after.status, edd.status, "status changed though nothing did");
@@ -151,7 +170,8 @@ async fn deletion_tears_down_in_reverse_order() {
     h.api.delete("gone", &DeleteParams::default()).await.unwrap();
     h.wait_gone("gone", Duration::from_secs(120)).await;
 
-    let order: Vec<String> = h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.status == 200).map(|c| c.key()).collect();
+    let order: Vec<String> =
+        h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.status == 200).map(|c| c.key()).collect();
     let pos = |key: &str| order.iter().position(|k| k == key).unwrap_or_else(|| panic!("{key} not called: {order:?}"));
     assert!(pos("ecs:DeleteService") < pos("ecs:DeregisterTaskDefinition"), "{order:?}");
     assert!(pos("ecs:DeregisterTaskDefinition") < pos("autoscaling:DeleteAutoScalingGroup"), "{order:?}");
@@ -162,7 +182,8 @@ async fn deletion_tears_down_in_reverse_order() {
     assert!(active_clusters(&aws).await.is_empty());
     assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
     assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty());
-    let active = aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
+    let active =
+        aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
     assert!(active.task_definition_arns().is_empty());
 }
 
@@ -191,12 +212,17 @@ async fn deletion_after_a_partial_create_removes_what_exists() {
     edd.spec.workers.as_mut().unwrap().auto_scaling_group.subnet_ids = vec!["subnet-00000000deadbeef".into()];
     h.create(&edd).await.unwrap();
     // The cluster and launch template exist by the time the ASG step fails.
-    eventually(Duration::from_secs(60), || async { (count(&h, "ec2:CreateLaunchTemplate") == 1).then_some(()) }).await.expect("launch template");
+    eventually(Duration::from_secs(60), || async { (count(&h, "ec2:CreateLaunchTemplate") == 1).then_some(()) })
+        .await
+        .expect("launch template");
     h.api.delete("partial", &DeleteParams::default()).await.unwrap();
     h.wait_gone("partial", Duration::from_secs(120)).await;
     let aws = h.aws().await;
     assert!(active_clusters(&aws).await.is_empty(), "cluster left behind");
-    assert!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty(), "launch template left behind");
+    assert!(
+        aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().is_empty(),
+        "launch template left behind"
+    );
     assert!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().is_empty());
 }
 
@@ -217,7 +243,11 @@ async fn a_console_upgrade_rolls_every_defender_to_the_new_version() {
     .await
     .expect("not rolled to the new Console version");
     assert_ne!(after.task_definition_digest.unwrap(), old_digest);
-    assert!(after.task_definition_arn.as_deref().unwrap().ends_with("pc-defender:2"), "{:?}", after.task_definition_arn);
+    assert!(
+        after.task_definition_arn.as_deref().unwrap().ends_with("pc-defender:2"),
+        "{:?}",
+        after.task_definition_arn
+    );
     assert!(after.defender_image.as_deref().unwrap().contains("34_04_200"), "{:?}", after.defender_image);
     assert_eq!(count(&h, "ecs:RegisterTaskDefinition"), 2);
     assert_eq!(count(&h, "ecs:UpdateService"), 1);
@@ -238,7 +268,9 @@ async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
         ("ecs", "RegisterTaskDefinition"),
         ("ecs", "CreateService"),
     ] {
-        h.sandbox.gate().add_fault(sandbox::gate::Fault::new(service, sandbox::gate::FaultKind::Latency(Duration::from_millis(150))).on(op));
+        h.sandbox.gate().add_fault(
+            sandbox::gate::Fault::new(service, sandbox::gate::FaultKind::Latency(Duration::from_millis(150))).on(op),
+        );
     }
     h.create(&h.sample("crashy")).await.unwrap();
     let mut seen = 0;
@@ -262,13 +294,16 @@ async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
     };
     assert!(ready.is_some(), "did not converge across restarts");
     assert!(restarts >= 5, "only {restarts} restarts");
-    for key in ["ecs:CreateCluster", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"] {
+    for key in
+        ["ecs:CreateCluster", "autoscaling:CreateAutoScalingGroup", "ecs:RegisterTaskDefinition", "ecs:CreateService"]
+    {
         assert!(count(&h, key) >= 1, "{key}");
     }
     let aws = h.aws().await;
     assert_eq!(aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().len(), 1);
     assert_eq!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().len(), 1);
-    let active = aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
+    let active =
+        aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
     assert_eq!(active.task_definition_arns().len(), 1, "{:?}", active.task_definition_arns());
     assert_eq!(aws.ecs.list_services().cluster("crashy").send().await.unwrap().service_arns().len(), 1);
 }

@@ -55,7 +55,9 @@ async fn an_invalid_spec_stalls_with_every_problem_and_no_aws_call() {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client.clone(), "default");
     let found = eventually(Duration::from_secs(10), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidSpec") && e.type_.as_deref() == Some("Warning"))
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidSpec") && e.type_.as_deref() == Some("Warning"))
     })
     .await;
     assert!(found.is_some(), "no InvalidSpec Warning event");
@@ -67,7 +69,9 @@ async fn throttling_and_console_rate_limits_are_retried_until_ready() {
     // More throttles than the SDK's own 3 attempts absorb: the reconcile fails and backs off.
     h.sandbox.gate().add_fault(Fault::new("ecs", FaultKind::Throttle).on("CreateService").times(4));
     h.sandbox.gate().add_fault(Fault::new("autoscaling", FaultKind::Status(503)).on("CreateAutoScalingGroup").times(4));
-    h.sandbox.console().faults().inject(FaultRule::on("defenders/ecs-task.json", ConsoleFault::TooManyRequests { retry_after: Some(1) }).times(4));
+    h.sandbox.console().faults().inject(
+        FaultRule::on("defenders/ecs-task.json", ConsoleFault::TooManyRequests { retry_after: Some(1) }).times(4),
+    );
     h.create(&h.sample("flaky")).await.unwrap();
     let edd = h.wait_condition("flaky", "Ready", "True", READY_TIMEOUT).await;
     assert_eq!(edd.status.unwrap().defenders_connected, Some(2));
@@ -78,10 +82,23 @@ async fn throttling_and_console_rate_limits_are_retried_until_ready() {
     assert_eq!(aws.ecs.list_services().cluster("flaky").send().await.unwrap().service_arns().len(), 1);
     assert_eq!(aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap().auto_scaling_groups().len(), 1);
     // The failures are counted by category and by call outcome.
-    assert!(h.metric("ecs_defender_operator_reconcile_failures_total{category=\"AwsUnavailable\"}") >= 1.0, "{}", h.metrics.render());
-    assert!(h.metric("ecs_defender_operator_aws_calls_total{operation=\"ecs:CreateService\",outcome=\"transient_error\"}") >= 1.0);
-    assert!(h.metric("ecs_defender_operator_console_calls_total{operation=\"ecs-task.json\",outcome=\"rate_limited\"}") >= 4.0);
-    assert_eq!(h.metric("ecs_defender_operator_aws_calls_total{operation=\"ecs:CreateService\",outcome=\"success\"}"), 1.0);
+    assert!(
+        h.metric("ecs_defender_operator_reconcile_failures_total{category=\"AwsUnavailable\"}") >= 1.0,
+        "{}",
+        h.metrics.render()
+    );
+    assert!(
+        h.metric("ecs_defender_operator_aws_calls_total{operation=\"ecs:CreateService\",outcome=\"transient_error\"}")
+            >= 1.0
+    );
+    assert!(
+        h.metric("ecs_defender_operator_console_calls_total{operation=\"ecs-task.json\",outcome=\"rate_limited\"}")
+            >= 4.0
+    );
+    assert_eq!(
+        h.metric("ecs_defender_operator_aws_calls_total{operation=\"ecs:CreateService\",outcome=\"success\"}"),
+        1.0
+    );
 
     // The operator's endpoints.
     let http = reqwest::Client::new();

@@ -33,7 +33,10 @@ impl ControlPlane {
         let etcd = start_etcd(&tools, dir.path()).await?;
 
         let admin_token = random_token();
-        std::fs::write(dir.path().join("tokens.csv"), format!("{admin_token},sandbox-admin,sandbox-admin,\"system:masters\"\n"))?;
+        std::fs::write(
+            dir.path().join("tokens.csv"),
+            format!("{admin_token},sandbox-admin,sandbox-admin,\"system:masters\"\n"),
+        )?;
         let sa = rcgen::KeyPair::generate()?;
         std::fs::write(dir.path().join("sa.key"), sa.serialize_pem())?;
         std::fs::write(dir.path().join("sa.pub"), sa.public_key_pem())?;

@@ -18,7 +18,10 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
-        let out = File::options().create(true).append(true).open(log)
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
             .with_context(|| format!("opening log {}", log.display()))?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);

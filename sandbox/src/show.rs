@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 
 pub async fn show() -> Result<()> {
     sandbox::install_crypto_provider();
-    let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set; source the env file `sandbox up` wrote"));
+    let var =
+        |k: &str| std::env::var(k).with_context(|| format!("{k} is not set; source the env file `sandbox up` wrote"));
     let config = sandbox::world::sdk_config(&var("AWS_ENDPOINT_URL")?).await;
     let ecs = aws_sdk_ecs::Client::new(&config);
     let asg = aws_sdk_autoscaling::Client::new(&config);
@@ -13,34 +14,59 @@ pub async fn show() -> Result<()> {
 
     println!("AWS ({})", config.region().map(|r| r.to_string()).unwrap_or_default());
     let arns = ecs.list_clusters().send().await?.cluster_arns().to_vec();
-    let clusters = if arns.is_empty() { vec![] } else { ecs.describe_clusters().set_clusters(Some(arns)).send().await?.clusters().to_vec() };
+    let clusters = if arns.is_empty() {
+        vec![]
+    } else {
+        ecs.describe_clusters().set_clusters(Some(arns)).send().await?.clusters().to_vec()
+    };
     for c in clusters.iter().filter(|c| c.status() == Some("ACTIVE")) {
         let name = c.cluster_name().unwrap_or_default();
-        println!("  ECS cluster {name}: {} container instances, {} services, {} running tasks",
-            c.registered_container_instances_count(), c.active_services_count(), c.running_tasks_count());
+        println!(
+            "  ECS cluster {name}: {} container instances, {} services, {} running tasks",
+            c.registered_container_instances_count(),
+            c.active_services_count(),
+            c.running_tasks_count()
+        );
         let services = ecs.list_services().cluster(name).send().await?.service_arns().to_vec();
         if !services.is_empty() {
             for s in ecs.describe_services().cluster(name).set_services(Some(services)).send().await?.services() {
-                println!("    service {} ({:?}, {}): desired {}, running {}, task definition {}",
+                println!(
+                    "    service {} ({:?}, {}): desired {}, running {}, task definition {}",
                     s.service_name().unwrap_or_default(),
                     s.scheduling_strategy().map(|x| x.as_str()).unwrap_or_default(),
                     s.status().unwrap_or_default(),
-                    s.desired_count(), s.running_count(),
-                    s.task_definition().unwrap_or_default().rsplit('/').next().unwrap_or_default());
+                    s.desired_count(),
+                    s.running_count(),
+                    s.task_definition().unwrap_or_default().rsplit('/').next().unwrap_or_default()
+                );
             }
         }
     }
     for t in ec2.describe_launch_templates().send().await?.launch_templates() {
-        println!("  launch template {} ({}), default version {}", t.launch_template_name().unwrap_or_default(),
-            t.launch_template_id().unwrap_or_default(), t.default_version_number().unwrap_or_default());
+        println!(
+            "  launch template {} ({}), default version {}",
+            t.launch_template_name().unwrap_or_default(),
+            t.launch_template_id().unwrap_or_default(),
+            t.default_version_number().unwrap_or_default()
+        );
     }
     for l in asg.describe_launch_configurations().send().await?.launch_configurations() {
-        println!("  launch configuration {} ({})", l.launch_configuration_name().unwrap_or_default(), l.image_id().unwrap_or_default());
+        println!(
+            "  launch configuration {} ({})",
+            l.launch_configuration_name().unwrap_or_default(),
+            l.image_id().unwrap_or_default()
+        );
     }
     for g in asg.describe_auto_scaling_groups().send().await?.auto_scaling_groups() {
         let ids: Vec<&str> = g.instances().iter().filter_map(|i| i.instance_id()).collect();
-        println!("  Auto Scaling group {}: min {} / desired {} / max {}, instances {}", g.auto_scaling_group_name().unwrap_or_default(),
-            g.min_size().unwrap_or_default(), g.desired_capacity().unwrap_or_default(), g.max_size().unwrap_or_default(), ids.join(", "));
+        println!(
+            "  Auto Scaling group {}: min {} / desired {} / max {}, instances {}",
+            g.auto_scaling_group_name().unwrap_or_default(),
+            g.min_size().unwrap_or_default(),
+            g.desired_capacity().unwrap_or_default(),
+            g.max_size().unwrap_or_default(),
+            ids.join(", ")
+        );
     }
     for arn in ecs.list_task_definitions().send().await?.task_definition_arns() {
         println!("  task definition {}", arn.rsplit('/').next().unwrap_or_default());
@@ -66,11 +92,13 @@ pub async fn show() -> Result<()> {
         println!("  no Defenders");
     }
     for d in defenders {
-        println!("  Defender {} on {} in cluster {}: {}",
+        println!(
+            "  Defender {} on {} in cluster {}: {}",
             d["hostname"].as_str().unwrap_or_default(),
             d["cloudMetadata"]["resourceID"].as_str().unwrap_or_default(),
             d["cluster"].as_str().unwrap_or_default(),
-            if d["connected"].as_bool() == Some(true) { "connected" } else { "disconnected" });
+            if d["connected"].as_bool() == Some(true) { "connected" } else { "disconnected" }
+        );
     }
     Ok(())
 }

@@ -41,7 +41,12 @@ impl Tools {
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
         let var = |k: &str| -> PathBuf {
-            std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| vars.get(k).cloned()).map(PathBuf::from).unwrap_or_default()
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| vars.get(k).cloned())
+                .map(PathBuf::from)
+                .unwrap_or_default()
         };
         let assets = var("KUBEBUILDER_ASSETS");
         let tools = Tools {
@@ -51,7 +56,9 @@ impl Tools {
             helm: var("HELM"),
             moto_server: var("MOTO_SERVER"),
         };
-        for (name, path) in [("kube-apiserver", &tools.kube_apiserver), ("etcd", &tools.etcd), ("moto_server", &tools.moto_server)] {
+        for (name, path) in
+            [("kube-apiserver", &tools.kube_apiserver), ("etcd", &tools.etcd), ("moto_server", &tools.moto_server)]
+        {
             if !path.is_file() {
                 bail!("{name} not found at {}; run `make tools` (hack/install-test-tools.sh) first", path.display());
             }

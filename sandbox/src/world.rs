@@ -31,7 +31,12 @@ pub struct SandboxOptions {
 
 impl Default for SandboxOptions {
     fn default() -> Self {
-        Self { kubernetes: true, aws: true, console: Some(ConsoleConfig::default()), boot_delay: Duration::from_secs(1) }
+        Self {
+            kubernetes: true,
+            aws: true,
+            console: Some(ConsoleConfig::default()),
+            boot_delay: Duration::from_secs(1),
+        }
     }
 }
 

@@ -27,13 +27,17 @@ async fn aws_sdk_creates_an_ecs_cluster_and_an_auto_scaling_group_in_moto() {
 
     ec2.create_launch_template()
         .launch_template_name("pc-worker-node")
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id("ami-12c6146b").instance_type("t2.medium".into()).build())
+        .launch_template_data(
+            RequestLaunchTemplateData::builder().image_id("ami-12c6146b").instance_type("t2.medium".into()).build(),
+        )
         .send()
         .await
         .unwrap();
     asg.create_auto_scaling_group()
         .auto_scaling_group_name("pc-worker-autoscaling")
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_name("pc-worker-node").version("$Default").build())
+        .launch_template(
+            LaunchTemplateSpecification::builder().launch_template_name("pc-worker-node").version("$Default").build(),
+        )
         .min_size(1)
         .max_size(2)
         .desired_capacity(2)
@@ -41,7 +45,8 @@ async fn aws_sdk_creates_an_ecs_cluster_and_an_auto_scaling_group_in_moto() {
         .send()
         .await
         .unwrap();
-    let groups = asg.describe_auto_scaling_groups().auto_scaling_group_names("pc-worker-autoscaling").send().await.unwrap();
+    let groups =
+        asg.describe_auto_scaling_groups().auto_scaling_group_names("pc-worker-autoscaling").send().await.unwrap();
     let g = &groups.auto_scaling_groups()[0];
     assert_eq!((g.min_size(), g.max_size(), g.desired_capacity()), (Some(1), Some(2), Some(2)));
     assert_eq!(g.instances().len(), 2, "moto launches the instances at once");
@@ -56,7 +61,8 @@ async fn control_plane_processes_stop_when_the_handle_drops() {
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "35"), "the pinned current release");
     let url = cp.url().to_string();
     drop(cp);
-    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(2)).build().unwrap();
+    let http =
+        reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(2)).build().unwrap();
     assert!(http.get(format!("{url}/readyz")).send().await.is_err(), "apiserver still answers after drop");
 }
 
@@ -115,7 +121,9 @@ fn sandbox_up_prints_and_writes_its_environment_and_stops_on_sigterm() {
     rt.block_on(async {
         sandbox::install_crypto_provider();
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-        let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap())
+                .unwrap();
         client.apiserver_version().await.unwrap();
         let endpoint = env.lines().find_map(|l| l.strip_prefix("AWS_ENDPOINT_URL=")).unwrap();
         aws_sdk_ecs::Client::new(&sdk_config(endpoint).await).list_clusters().send().await.unwrap();

@@ -24,8 +24,12 @@ pub struct AutoScalingGroup {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LaunchSource {
     /// A launch template by name, at its default version.
-    Template { name: String },
-    Configuration { name: String },
+    Template {
+        name: String,
+    },
+    Configuration {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -65,26 +69,28 @@ impl AwsClients {
             "autoscaling:DescribeAutoScalingGroups",
             self.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await,
         )?;
-        Ok(out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).map(|g| AutoScalingGroup {
-            name: name.to_string(),
-            arn: g.auto_scaling_group_arn().unwrap_or_default().to_string(),
-            min_size: g.min_size().unwrap_or_default(),
-            max_size: g.max_size().unwrap_or_default(),
-            desired_capacity: g.desired_capacity().unwrap_or_default(),
-            instances: g
-                .instances()
-                .iter()
-                .map(|i| {
-                    (
-                        i.instance_id().unwrap_or_default().to_string(),
-                        i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-                    )
-                })
-                .collect(),
-            launch_template_id: g.launch_template().and_then(|t| t.launch_template_id()).map(str::to_string),
-            launch_configuration_name: g.launch_configuration_name().map(str::to_string),
-            status: g.status().map(str::to_string),
-            tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+        Ok(out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).map(|g| {
+            AutoScalingGroup {
+                name: name.to_string(),
+                arn: g.auto_scaling_group_arn().unwrap_or_default().to_string(),
+                min_size: g.min_size().unwrap_or_default(),
+                max_size: g.max_size().unwrap_or_default(),
+                desired_capacity: g.desired_capacity().unwrap_or_default(),
+                instances: g
+                    .instances()
+                    .iter()
+                    .map(|i| {
+                        (
+                            i.instance_id().unwrap_or_default().to_string(),
+                            i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+                launch_template_id: g.launch_template().and_then(|t| t.launch_template_id()).map(str::to_string),
+                launch_configuration_name: g.launch_configuration_name().map(str::to_string),
+                status: g.status().map(str::to_string),
+                tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+            }
         }))
     }
 
@@ -121,7 +127,13 @@ impl AwsClients {
         Ok(())
     }
 
-    pub async fn update_auto_scaling_group_size(&self, name: &str, min: i32, max: i32, desired: i32) -> Result<(), AwsError> {
+    pub async fn update_auto_scaling_group_size(
+        &self,
+        name: &str,
+        min: i32,
+        max: i32,
+        desired: i32,
+    ) -> Result<(), AwsError> {
         self.finish(
             "autoscaling:UpdateAutoScalingGroup",
             self.autoscaling

@@ -118,12 +118,16 @@ impl AwsPool {
         }
         let mut config = loader.load().await;
         if let Some(role) = &target.role_arn {
-            let mut provider = AssumeRoleProvider::builder(role).session_name("ecs-defender-operator").configure(&config);
+            let mut provider =
+                AssumeRoleProvider::builder(role).session_name("ecs-defender-operator").configure(&config);
             if let Some(ext) = &target.external_id {
                 provider = provider.external_id(ext);
             }
             let provider = provider.build().await;
-            config = config.into_builder().credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider)).build();
+            config = config
+                .into_builder()
+                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+                .build();
         }
         AwsClients {
             ecs: aws_sdk_ecs::Client::new(&config),

@@ -1,8 +1,9 @@
 //! EC2 and SSM calls: launch templates, the default VPC's subnets, security groups, the AMI.
 
 use aws_sdk_ec2::types::{
-    Filter, LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
-    RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+    Filter, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, RequestLaunchTemplateData, ResourceType, Tag,
+    TagSpecification,
 };
 
 use super::{AwsClients, AwsError, Tags};
@@ -108,7 +109,9 @@ impl AwsClients {
     }
 
     pub async fn delete_launch_template(&self, id: &str) -> Result<(), AwsError> {
-        match self.finish("ec2:DeleteLaunchTemplate", self.ec2.delete_launch_template().launch_template_id(id).send().await) {
+        match self
+            .finish("ec2:DeleteLaunchTemplate", self.ec2.delete_launch_template().launch_template_id(id).send().await)
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code.as_deref().is_some_and(|c| c.starts_with("InvalidLaunchTemplateId")) => Ok(()),
             Err(e) => Err(e),

@@ -135,7 +135,12 @@ impl AwsClients {
         for chunk in arns.chunks(100) {
             let out = self.finish(
                 "ecs:DescribeContainerInstances",
-                self.ecs.describe_container_instances().cluster(cluster).set_container_instances(Some(chunk.to_vec())).send().await,
+                self.ecs
+                    .describe_container_instances()
+                    .cluster(cluster)
+                    .set_container_instances(Some(chunk.to_vec()))
+                    .send()
+                    .await,
             )?;
             result.extend(out.container_instances().iter().map(|ci| ContainerInstance {
                 arn: ci.container_instance_arn().unwrap_or_default().to_string(),
@@ -151,7 +156,12 @@ impl AwsClients {
     pub async fn describe_task_definition(&self, family_or_arn: &str) -> Result<Option<TaskDefinition>, AwsError> {
         let result = self.finish(
             "ecs:DescribeTaskDefinition",
-            self.ecs.describe_task_definition().task_definition(family_or_arn).include(TaskDefinitionField::Tags).send().await,
+            self.ecs
+                .describe_task_definition()
+                .task_definition(family_or_arn)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await,
         );
         let out = match result {
             Ok(out) => out,
@@ -171,7 +181,11 @@ impl AwsClients {
     /// Registers `definition` (a RegisterTaskDefinition JSON document, as the Console generates it)
     /// exactly as given: the SDK request is built, then its body replaced by the document (plus
     /// `tags`), so no field the SDK's types would not carry is dropped. Returns the new ARN.
-    pub async fn register_task_definition(&self, definition: &serde_json::Value, tags: &Tags) -> Result<TaskDefinition, AwsError> {
+    pub async fn register_task_definition(
+        &self,
+        definition: &serde_json::Value,
+        tags: &Tags,
+    ) -> Result<TaskDefinition, AwsError> {
         let mut body = definition.clone();
         if let Some(obj) = body.as_object_mut() {
             obj.insert(
@@ -231,7 +245,10 @@ impl AwsClients {
     }
 
     pub async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError> {
-        match self.finish("ecs:DeregisterTaskDefinition", self.ecs.deregister_task_definition().task_definition(arn).send().await) {
+        match self.finish(
+            "ecs:DeregisterTaskDefinition",
+            self.ecs.deregister_task_definition().task_definition(arn).send().await,
+        ) {
             Ok(_) => Ok(()),
             Err(e) if e.code_is("ClientException") || e.code_is("InvalidParameterException") => Ok(()),
             Err(e) => Err(e),
@@ -318,9 +335,18 @@ impl AwsClients {
 
     /// Deletes the service; "already gone" counts as success.
     pub async fn delete_service(&self, cluster: &str, name: &str) -> Result<(), AwsError> {
-        match self.finish("ecs:DeleteService", self.ecs.delete_service().cluster(cluster).service(name).force(true).send().await) {
+        match self.finish(
+            "ecs:DeleteService",
+            self.ecs.delete_service().cluster(cluster).service(name).force(true).send().await,
+        ) {
             Ok(_) => Ok(()),
-            Err(e) if e.code_is("ServiceNotFoundException") || e.code_is("ServiceNotActiveException") || e.code_is("ClusterNotFoundException") => Ok(()),
+            Err(e)
+                if e.code_is("ServiceNotFoundException")
+                    || e.code_is("ServiceNotActiveException")
+                    || e.code_is("ClusterNotFoundException") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -366,7 +392,10 @@ pub fn family_of(arn: &str) -> Option<&str> {
 mod tests {
     #[test]
     fn family_of_arn() {
-        assert_eq!(super::family_of("arn:aws:ecs:us-east-1:123456789012:task-definition/pc-defender:3"), Some("pc-defender"));
+        assert_eq!(
+            super::family_of("arn:aws:ecs:us-east-1:123456789012:task-definition/pc-defender:3"),
+            Some("pc-defender")
+        );
         assert_eq!(super::family_of("pc-defender"), None);
     }
 }

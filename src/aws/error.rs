@@ -1,8 +1,8 @@
 use std::fmt;
 
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_sdk_ecs::error::SdkError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// A failed AWS call: which operation, AWS's error code and message, and whether retrying can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,12 +60,9 @@ impl AwsError {
                 }
             }
             // No answer (timeouts, connection failures) or an unreadable one: try again later.
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => Self {
-                operation,
-                code: None,
-                message: error_chain(&err),
-                transient: true,
-            },
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                Self { operation, code: None, message: error_chain(&err), transient: true }
+            }
             _ => Self { operation, code: None, message: error_chain(&err), transient: false },
         }
     }
@@ -76,7 +73,20 @@ impl AwsError {
 
     /// Access problems the user must fix.
     pub fn is_access_denied(&self) -> bool {
-        matches!(self.code.as_deref(), Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "UnrecognizedClientException" | "InvalidClientTokenId" | "AuthFailure" | "SignatureDoesNotMatch" | "ExpiredToken" | "ExpiredTokenException"))
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "AccessDenied"
+                    | "AccessDeniedException"
+                    | "UnauthorizedOperation"
+                    | "UnrecognizedClientException"
+                    | "InvalidClientTokenId"
+                    | "AuthFailure"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "ExpiredTokenException"
+            )
+        )
     }
 }
 

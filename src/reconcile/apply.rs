@@ -55,18 +55,27 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
             aws.create_auto_scaling_group(g).await?;
             applied.done.push((
                 action.name(),
-                format!("created Auto Scaling group {} (min {}, max {}, desired {})", g.name, g.min_size, g.max_size, g.desired_capacity),
+                format!(
+                    "created Auto Scaling group {} (min {}, max {}, desired {})",
+                    g.name, g.min_size, g.max_size, g.desired_capacity
+                ),
             ));
         }
         Action::UpdateAutoScalingGroupSize { name, min, max, desired } => {
             aws.update_auto_scaling_group_size(name, *min, *max, *desired).await?;
-            applied.done.push((action.name(), format!("resized Auto Scaling group {name} to min {min}, max {max}, desired {desired}")));
+            applied.done.push((
+                action.name(),
+                format!("resized Auto Scaling group {name} to min {min}, max {max}, desired {desired}"),
+            ));
         }
         Action::RegisterTaskDefinition { generated, tags, .. } => {
             let td = aws.register_task_definition(&generated.definition, tags).await?;
             applied.done.push((
                 action.name(),
-                format!("registered task definition {}:{} (Console {})", td.family, td.revision, generated.console_version),
+                format!(
+                    "registered task definition {}:{} (Console {})",
+                    td.family, td.revision, generated.console_version
+                ),
             ));
             applied.task_definition = Some((td.arn, generated.digest.clone()));
         }

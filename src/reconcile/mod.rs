@@ -56,7 +56,13 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
         Ok(d) => d,
         Err(invalid) => {
             let err = Error::InvalidSpec(invalid);
-            let status = build_status(prev, generation, None, Outcome::Stalled { reason: err.category(), message: err.to_string() }, Timestamp::now());
+            let status = build_status(
+                prev,
+                generation,
+                None,
+                Outcome::Stalled { reason: err.category(), message: err.to_string() },
+                Timestamp::now(),
+            );
             patch_status(edd, ctx, status).await?;
             return Err(err);
         }
@@ -128,13 +134,21 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
         return Ok(Progress::Stalled);
     }
     let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == StepState::Ready);
-    Ok(if all_ready && !applied.changed() { Progress::Steady } else if suspended { Progress::Steady } else { Progress::Converging })
+    // Suspended resources are only observed: no need to look often.
+    Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging })
 }
 
 /// (IO) Teardown on deletion; `Ok(true)` when everything is gone and the finalizer may go.
 pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
     if edd.spec.deletion_policy == crate::crd::DeletionPolicy::Orphan {
-        publish(ctx, edd, EventType::Normal, "Orphaned", "deletionPolicy is Orphan: AWS resources are left in place".into()).await;
+        publish(
+            ctx,
+            edd,
+            EventType::Normal,
+            "Orphaned",
+            "deletionPolicy is Orphan: AWS resources are left in place".into(),
+        )
+        .await;
         return Ok(true);
     }
     let target = aws_target(edd, ctx).await?;
@@ -155,7 +169,13 @@ pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) 
         return Ok(true);
     }
     let message = plan.waiting.clone().unwrap_or_default();
-    let status = build_status(edd.status.as_ref(), edd.metadata.generation.unwrap_or_default(), None, Outcome::Deleting { message }, Timestamp::now());
+    let status = build_status(
+        edd.status.as_ref(),
+        edd.metadata.generation.unwrap_or_default(),
+        None,
+        Outcome::Deleting { message },
+        Timestamp::now(),
+    );
     patch_status(edd, ctx, status).await?;
     Ok(false)
 }
@@ -169,7 +189,11 @@ fn outcome_of(err: &Error) -> Outcome<'static> {
 }
 
 /// (IO) Reads the Secrets the spec names and returns the clients to use.
-async fn dereference(edd: &EcsDefenderDeployment, desired: &Desired, ctx: &Arc<Context>) -> Result<(AwsClients, Arc<ConsoleClient>)> {
+async fn dereference(
+    edd: &EcsDefenderDeployment,
+    desired: &Desired,
+    ctx: &Arc<Context>,
+) -> Result<(AwsClients, Arc<ConsoleClient>)> {
     let target = aws_target(edd, ctx).await?;
     let aws = ctx.aws.clients(&target).await;
     let ns = &desired.namespace;
@@ -228,7 +252,11 @@ fn secret_key(secret: &Secret, ns: &str, name: &str, key: &'static str) -> Resul
 }
 
 /// (IO) One server-side apply of the status, skipped when nothing but time would change.
-pub async fn patch_status(edd: &EcsDefenderDeployment, ctx: &Arc<Context>, status: EcsDefenderDeploymentStatus) -> Result<()> {
+pub async fn patch_status(
+    edd: &EcsDefenderDeployment,
+    ctx: &Arc<Context>,
+    status: EcsDefenderDeploymentStatus,
+) -> Result<()> {
     if edd.status.as_ref() == Some(&status) {
         return Ok(());
     }

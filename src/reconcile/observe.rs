@@ -41,14 +41,18 @@ pub async fn describe_world(
     if let Some(w) = &desired.workers {
         match w.kind {
             WorkerKind::LaunchTemplate => o.launch_template = aws.describe_launch_template(&w.name).await?,
-            WorkerKind::LaunchConfiguration => o.launch_configuration = aws.describe_launch_configuration(&w.name).await?,
+            WorkerKind::LaunchConfiguration => {
+                o.launch_configuration = aws.describe_launch_configuration(&w.name).await?
+            }
         }
         o.auto_scaling_group = aws.describe_auto_scaling_group(&w.asg_name).await?;
     }
     o.container_instances = aws.list_container_instances(&desired.cluster_name).await?;
     // The revision we registered (by its recorded ARN), else the family's latest: after an
     // interrupted reconcile, a revision we registered but did not record is found by its tags.
-    let recorded_arn = status.and_then(|s| s.task_definition_arn.as_deref()).filter(|a| crate::aws::ecs::family_of(a) == Some(desired.task_family.as_str()));
+    let recorded_arn = status
+        .and_then(|s| s.task_definition_arn.as_deref())
+        .filter(|a| crate::aws::ecs::family_of(a) == Some(desired.task_family.as_str()));
     o.task_definition = match recorded_arn {
         Some(arn) => match aws.describe_task_definition(arn).await? {
             Some(td) if td.active => Some(td),
@@ -89,7 +93,8 @@ pub async fn fetch_needs(
             }
             Need::Defenders => {
                 // Defenders report the cluster override when one is set, else the ECS cluster's name.
-                let cluster = desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
+                let cluster =
+                    desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
                 o.defenders = Some(console.defenders(Some(cluster), Some(true)).await?);
             }
         }
@@ -99,7 +104,11 @@ pub async fn fetch_needs(
 
 /// (pure) The Console's task definition with our overrides (the family is the spec's task name),
 /// its digest over a canonical form, and the Defender image.
-pub fn build_generated(mut definition: serde_json::Value, family: &str, console_version: String) -> GeneratedTaskDefinition {
+pub fn build_generated(
+    mut definition: serde_json::Value,
+    family: &str,
+    console_version: String,
+) -> GeneratedTaskDefinition {
     if let Some(obj) = definition.as_object_mut() {
         obj.insert("family".into(), family.into());
         // Tags are ours to set at registration; whatever the Console put there is not registered twice.
@@ -122,7 +131,9 @@ async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired) -> Result<L
     let image_id = match &w.image {
         ImageSource::SsmParameter(p) => match aws.get_ssm_parameter(p).await? {
             Some(id) if id.starts_with("ami-") => Ok(id),
-            Some(other) => Err(format!("SSM parameter {p} holds {other:?}, not an AMI id; use a .../image_id parameter")),
+            Some(other) => {
+                Err(format!("SSM parameter {p} holds {other:?}, not an AMI id; use a .../image_id parameter"))
+            }
             None => Err(format!("SSM parameter {p} does not exist in {}", desired.region)),
         },
         ImageSource::Id(id) => {

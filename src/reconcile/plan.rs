@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use crate::{
     aws::{
         Tags,
-        autoscaling::{AutoScalingGroup, LaunchConfiguration, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration},
+        autoscaling::{
+            AutoScalingGroup, LaunchConfiguration, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration,
+        },
         ec2::{LaunchTemplate, NewLaunchTemplate},
         ecs::{Cluster, ContainerInstance, Service, Task, TaskDefinition},
         tags,
@@ -72,7 +74,10 @@ pub struct GeneratedTaskDefinition {
 impl std::fmt::Debug for GeneratedTaskDefinition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The definition carries the install bundle: never print it.
-        f.debug_struct("GeneratedTaskDefinition").field("digest", &self.digest).field("console_version", &self.console_version).finish()
+        f.debug_struct("GeneratedTaskDefinition")
+            .field("digest", &self.digest)
+            .field("console_version", &self.console_version)
+            .finish()
     }
 }
 
@@ -92,15 +97,37 @@ pub enum Need {
 /// One idempotent change in AWS.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    CreateCluster { name: String, tags: Tags },
+    CreateCluster {
+        name: String,
+        tags: Tags,
+    },
     CreateLaunchTemplate(NewLaunchTemplate),
     CreateLaunchConfiguration(NewLaunchConfiguration),
     CreateAutoScalingGroup(NewAutoScalingGroup),
-    UpdateAutoScalingGroupSize { name: String, min: i32, max: i32, desired: i32 },
-    RegisterTaskDefinition { family: String, generated: GeneratedTaskDefinition, tags: Tags },
+    UpdateAutoScalingGroupSize {
+        name: String,
+        min: i32,
+        max: i32,
+        desired: i32,
+    },
+    RegisterTaskDefinition {
+        family: String,
+        generated: GeneratedTaskDefinition,
+        tags: Tags,
+    },
     /// `task_definition: None` means the one registered earlier in the same plan.
-    CreateService { cluster: String, name: String, task_definition: Option<String>, client_token: String, tags: Tags },
-    UpdateService { cluster: String, name: String, task_definition: Option<String> },
+    CreateService {
+        cluster: String,
+        name: String,
+        task_definition: Option<String>,
+        client_token: String,
+        tags: Tags,
+    },
+    UpdateService {
+        cluster: String,
+        name: String,
+        task_definition: Option<String>,
+    },
 }
 
 impl Action {
@@ -182,10 +209,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut p = Planner { desired, observed, actions: vec![], needs: BTreeSet::new() };
     let cluster = p.plan_cluster();
     let workers = if cluster.state == StepState::Ready { p.plan_workers() } else { StepReport::blocked("the cluster") };
-    let task_definition = if workers.state == StepState::Ready { p.plan_task_definition() } else { StepReport::blocked("the workers") };
-    let service =
-        if task_definition.state == StepState::Ready || p.registering() { p.plan_service() } else { StepReport::blocked("the task definition") };
-    let defenders = if service.state == StepState::Ready { p.plan_defenders() } else { StepReport::blocked("the service") };
+    let task_definition =
+        if workers.state == StepState::Ready { p.plan_task_definition() } else { StepReport::blocked("the workers") };
+    let service = if task_definition.state == StepState::Ready || p.registering() {
+        p.plan_service()
+    } else {
+        StepReport::blocked("the task definition")
+    };
+    let defenders =
+        if service.state == StepState::Ready { p.plan_defenders() } else { StepReport::blocked("the service") };
     Plan { actions: p.actions, needs: p.needs, steps: Steps { cluster, workers, task_definition, service, defenders } }
 }
 
@@ -211,7 +243,10 @@ impl Planner<'_> {
             None if d.adopt_cluster => StepReport::new(
                 StepState::Failed,
                 "ClusterNotFound",
-                format!("cluster {} does not exist in {}; cluster.adopt is set, so it is not created", d.cluster_name, d.region),
+                format!(
+                    "cluster {} does not exist in {}; cluster.adopt is set, so it is not created",
+                    d.cluster_name, d.region
+                ),
             ),
             None => {
                 self.actions.push(Action::CreateCluster { name: d.cluster_name.clone(), tags: d.tags.clone() });
@@ -225,9 +260,11 @@ impl Planner<'_> {
                     c.name
                 ),
             ),
-            Some(c) if c.status != "ACTIVE" => {
-                StepReport::new(StepState::Progressing, "ClusterNotActive", format!("cluster {} is {}", c.name, c.status))
-            }
+            Some(c) if c.status != "ACTIVE" => StepReport::new(
+                StepState::Progressing,
+                "ClusterNotActive",
+                format!("cluster {} is {}", c.name, c.status),
+            ),
             Some(c) => StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", c.name)),
         }
     }
@@ -243,7 +280,9 @@ impl Planner<'_> {
             return StepReport::new(
                 StepState::Ready,
                 "NotManaged",
-                format!("workers are not managed by this resource; the cluster has {active} active container instances"),
+                format!(
+                    "workers are not managed by this resource; the cluster has {active} active container instances"
+                ),
             );
         };
         let o = self.observed;
@@ -254,7 +293,10 @@ impl Planner<'_> {
                     return StepReport::new(
                         StepState::Failed,
                         "LaunchTemplateNotOwned",
-                        format!("launch template {} exists and was not created by this resource; choose another workers.name", lt.name),
+                        format!(
+                            "launch template {} exists and was not created by this resource; choose another workers.name",
+                            lt.name
+                        ),
                     );
                 }
                 Some(_) => true,
@@ -278,7 +320,11 @@ impl Planner<'_> {
         if !launch_exists || asg.is_none() {
             let Some(inputs) = &o.launch_inputs else {
                 self.needs.insert(Need::LaunchInputs);
-                return StepReport::new(StepState::Progressing, "Creating", "resolving the AMI, security groups and subnets");
+                return StepReport::new(
+                    StepState::Progressing,
+                    "Creating",
+                    "resolving the AMI, security groups and subnets",
+                );
             };
             let image_id = match &inputs.image_id {
                 Ok(id) => id.clone(),
@@ -355,7 +401,10 @@ impl Planner<'_> {
             return StepReport::new(
                 StepState::Progressing,
                 "Scaling",
-                format!("resizing Auto Scaling group {} to min {} / max {} / desired {}", g.name, w.min_size, w.max_size, w.desired_capacity),
+                format!(
+                    "resizing Auto Scaling group {} to min {} / max {} / desired {}",
+                    g.name, w.min_size, w.max_size, w.desired_capacity
+                ),
             );
         }
         if active < w.desired_capacity {
@@ -392,24 +441,43 @@ impl Planner<'_> {
             && current_digest == o.recorded.task_definition_digest.as_ref();
         if fresh && o.generated.is_none() {
             let td = current.expect("fresh implies current");
-            return StepReport::new(StepState::Ready, "Registered", format!("task definition {}:{} is current", td.family, td.revision));
+            return StepReport::new(
+                StepState::Ready,
+                "Registered",
+                format!("task definition {}:{} is current", td.family, td.revision),
+            );
         }
         let Some(generated) = &o.generated else {
             self.needs.insert(Need::GeneratedTaskDefinition);
-            return StepReport::new(StepState::Progressing, "Generating", "asking the Console for the Defender task definition");
+            return StepReport::new(
+                StepState::Progressing,
+                "Generating",
+                "asking the Console for the Defender task definition",
+            );
         };
         if current_digest == Some(&generated.digest) {
             let td = current.expect("digest implies current");
-            return StepReport::new(StepState::Ready, "Registered", format!("task definition {}:{} is current", td.family, td.revision));
+            return StepReport::new(
+                StepState::Ready,
+                "Registered",
+                format!("task definition {}:{} is current", td.family, td.revision),
+            );
         }
         let mut tags = d.tags.clone();
         tags.insert(tags::DIGEST.into(), generated.digest.clone());
         tags.insert(tags::CONSOLE_VERSION.into(), generated.console_version.clone());
-        self.actions.push(Action::RegisterTaskDefinition { family: d.task_family.clone(), generated: generated.clone(), tags });
+        self.actions.push(Action::RegisterTaskDefinition {
+            family: d.task_family.clone(),
+            generated: generated.clone(),
+            tags,
+        });
         StepReport::new(
             StepState::Progressing,
             "Registering",
-            format!("registering a new revision of task definition {} (Console {})", d.task_family, generated.console_version),
+            format!(
+                "registering a new revision of task definition {} (Console {})",
+                d.task_family, generated.console_version
+            ),
         )
     }
 
@@ -417,15 +485,24 @@ impl Planner<'_> {
         let d = self.desired;
         let o = self.observed;
         // The revision the service should run: the one being registered now, or the current one.
-        let target: Option<String> = if self.registering() { None } else { o.task_definition.as_ref().map(|t| t.arn.clone()) };
+        let target: Option<String> =
+            if self.registering() { None } else { o.task_definition.as_ref().map(|t| t.arn.clone()) };
         match &o.service {
             None => {
                 self.push_create_service(target);
-                StepReport::new(StepState::Progressing, "Creating", format!("creating DAEMON service {}", d.service_name))
+                StepReport::new(
+                    StepState::Progressing,
+                    "Creating",
+                    format!("creating DAEMON service {}", d.service_name),
+                )
             }
             Some(s) if s.status == "INACTIVE" => {
                 self.push_create_service(target);
-                StepReport::new(StepState::Progressing, "Creating", format!("creating DAEMON service {}", d.service_name))
+                StepReport::new(
+                    StepState::Progressing,
+                    "Creating",
+                    format!("creating DAEMON service {}", d.service_name),
+                )
             }
             Some(s) if s.status == "DRAINING" => StepReport::new(
                 StepState::Progressing,
@@ -435,12 +512,18 @@ impl Planner<'_> {
             Some(s) if !owned_by(&s.tags, &d.uid) => StepReport::new(
                 StepState::Failed,
                 "ServiceNotOwned",
-                format!("service {} exists in cluster {} and was not created by this resource; choose another service.name", s.name, d.cluster_name),
+                format!(
+                    "service {} exists in cluster {} and was not created by this resource; choose another service.name",
+                    s.name, d.cluster_name
+                ),
             ),
             Some(s) if !s.daemon => StepReport::new(
                 StepState::Failed,
                 "ServiceNotDaemon",
-                format!("service {} does not use the DAEMON scheduling strategy; delete it so it can be created again", s.name),
+                format!(
+                    "service {} does not use the DAEMON scheduling strategy; delete it so it can be created again",
+                    s.name
+                ),
             ),
             Some(s) => {
                 if target.as_deref() != Some(s.task_definition.as_str()) {
@@ -449,7 +532,11 @@ impl Planner<'_> {
                         name: s.name.clone(),
                         task_definition: target,
                     });
-                    return StepReport::new(StepState::Progressing, "Updating", format!("rolling service {} to the new task definition", s.name));
+                    return StepReport::new(
+                        StepState::Progressing,
+                        "Updating",
+                        format!("rolling service {} to the new task definition", s.name),
+                    );
                 }
                 let active = self.active_instances();
                 let on_current: BTreeSet<&str> = o
@@ -458,10 +545,17 @@ impl Planner<'_> {
                     .filter(|t| t.last_status == "RUNNING" && t.task_definition_arn == s.task_definition)
                     .filter_map(|t| t.container_instance_arn.as_deref())
                     .collect();
-                let missing: Vec<&str> =
-                    active.iter().filter(|ci| !on_current.contains(ci.arn.as_str())).map(|ci| ci.ec2_instance_id.as_str()).collect();
+                let missing: Vec<&str> = active
+                    .iter()
+                    .filter(|ci| !on_current.contains(ci.arn.as_str()))
+                    .map(|ci| ci.ec2_instance_id.as_str())
+                    .collect();
                 if active.is_empty() {
-                    return StepReport::new(StepState::Progressing, "NoContainerInstances", "the cluster has no active container instances");
+                    return StepReport::new(
+                        StepState::Progressing,
+                        "NoContainerInstances",
+                        "the cluster has no active container instances",
+                    );
                 }
                 if missing.is_empty() {
                     StepReport::new(
@@ -499,7 +593,11 @@ impl Planner<'_> {
     fn plan_defenders(&mut self) -> StepReport {
         let Some(defenders) = &self.observed.defenders else {
             self.needs.insert(Need::Defenders);
-            return StepReport::new(StepState::Progressing, "Checking", "asking the Console which Defenders are connected");
+            return StepReport::new(
+                StepState::Progressing,
+                "Checking",
+                "asking the Console which Defenders are connected",
+            );
         };
         let connected: BTreeSet<&str> =
             defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect();
@@ -507,7 +605,11 @@ impl Planner<'_> {
         let missing: Vec<&str> =
             active.iter().map(|ci| ci.ec2_instance_id.as_str()).filter(|id| !connected.contains(id)).collect();
         if missing.is_empty() {
-            StepReport::new(StepState::Ready, "AllConnected", format!("{} of {} instances have a connected Defender", active.len(), active.len()))
+            StepReport::new(
+                StepState::Ready,
+                "AllConnected",
+                format!("{} of {} instances have a connected Defender", active.len(), active.len()),
+            )
         } else {
             StepReport::new(
                 StepState::Progressing,
@@ -526,7 +628,8 @@ impl Planner<'_> {
 /// Connected Defenders among the active instances.
 pub fn count_connected(observed: &Observed) -> Option<i32> {
     let defenders = observed.defenders.as_ref()?;
-    let connected: BTreeSet<&str> = defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect();
+    let connected: BTreeSet<&str> =
+        defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect();
     Some(
         observed
             .container_instances
@@ -596,7 +699,13 @@ mod tests {
     }
 
     fn lt() -> LaunchTemplate {
-        LaunchTemplate { id: "lt-1".into(), name: "pc-worker-node".into(), default_version: 1, latest_version: 1, tags: ours() }
+        LaunchTemplate {
+            id: "lt-1".into(),
+            name: "pc-worker-node".into(),
+            default_version: 1,
+            latest_version: 1,
+            tags: ours(),
+        }
     }
 
     fn asg(instances: usize) -> AutoScalingGroup {
@@ -615,7 +724,13 @@ mod tests {
     }
 
     fn instances(n: usize) -> Vec<ContainerInstance> {
-        (0..n).map(|i| ContainerInstance { arn: format!("ci-{i}"), ec2_instance_id: format!("i-{i}"), status: "ACTIVE".into() }).collect()
+        (0..n)
+            .map(|i| ContainerInstance {
+                arn: format!("ci-{i}"),
+                ec2_instance_id: format!("i-{i}"),
+                status: "ACTIVE".into(),
+            })
+            .collect()
     }
 
     fn generated(version: &str) -> GeneratedTaskDefinition {
@@ -733,7 +848,12 @@ mod tests {
 
     #[test]
     fn an_existing_launch_template_is_not_created_again() {
-        let o = Observed { cluster: Some(cluster(ours())), launch_template: Some(lt()), launch_inputs: Some(inputs()), ..Default::default() };
+        let o = Observed {
+            cluster: Some(cluster(ours())),
+            launch_template: Some(lt()),
+            launch_inputs: Some(inputs()),
+            ..Default::default()
+        };
         assert_eq!(names(&plan(&desired(), &o)), ["CreateAutoScalingGroup"]);
     }
 
@@ -760,7 +880,10 @@ mod tests {
         edd.spec.workers.as_mut().unwrap().auto_scaling_group.desired_capacity = 3;
         let o = converged();
         let p = plan(&validate(&edd).unwrap(), &o);
-        assert_eq!(p.actions, [Action::UpdateAutoScalingGroupSize { name: "pc-worker-autoscaling".into(), min: 1, max: 3, desired: 3 }]);
+        assert_eq!(
+            p.actions,
+            [Action::UpdateAutoScalingGroupSize { name: "pc-worker-autoscaling".into(), min: 1, max: 3, desired: 3 }]
+        );
     }
 
     #[test]
@@ -834,7 +957,14 @@ mod tests {
         let mut o = converged();
         o.service = Some(service("arn:old:0"));
         let p = plan(&desired(), &o);
-        assert_eq!(p.actions, [Action::UpdateService { cluster: "demo".into(), name: "pc-defender".into(), task_definition: Some(TD_ARN.into()) }]);
+        assert_eq!(
+            p.actions,
+            [Action::UpdateService {
+                cluster: "demo".into(),
+                name: "pc-defender".into(),
+                task_definition: Some(TD_ARN.into())
+            }]
+        );
         let mut o = converged();
         o.tasks = tasks(1, TD_ARN);
         let p = plan(&desired(), &o);

@@ -2,7 +2,10 @@
 //! the error that stopped it), the ids and counts observed or created. `lastTransitionTime` moves
 //! only when a condition's status flips, so an unchanged world yields an equal status and no patch.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::{Condition, Time}, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 
 use super::{
     apply::Applied,
@@ -123,7 +126,8 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &
     }
     // Only clusters we create carry our owner tag, so the tag proves who created it.
     if let Some(cl) = &o.cluster {
-        s.cluster_created = Some(a.cluster_arn.is_some() || cl.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid));
+        s.cluster_created =
+            Some(a.cluster_arn.is_some() || cl.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid));
     } else if a.cluster_arn.is_some() {
         s.cluster_created = Some(true);
     }
@@ -151,7 +155,7 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &
             s.task_definition_arn = Some(arn.clone());
             s.task_definition_digest = Some(digest.clone());
         }
-        (None, Some(td)) if td.tags.get(crate::aws::tags::OWNER).is_some() => {
+        (None, Some(td)) if td.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid) => {
             s.task_definition_arn = Some(td.arn.clone());
             if let Some(d) = td.tags.get(crate::aws::tags::DIGEST) {
                 s.task_definition_digest = Some(d.clone());
@@ -171,14 +175,20 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &
     {
         s.console_version = Some(v.clone());
     }
-    if let Some(arn) = a.service_arn.clone().or_else(|| o.service.as_ref().filter(|s| s.status != "INACTIVE").map(|s| s.arn.clone())) {
+    if let Some(arn) =
+        a.service_arn.clone().or_else(|| o.service.as_ref().filter(|s| s.status != "INACTIVE").map(|s| s.arn.clone()))
+    {
         s.service_arn = Some(arn);
     }
     if o.cluster.is_some() {
         s.container_instances = Some(o.container_instances.iter().filter(|ci| ci.status == "ACTIVE").count() as i32);
         let current = o.service.as_ref().map(|s| s.task_definition.as_str());
-        s.defenders_running =
-            Some(o.tasks.iter().filter(|t| t.last_status == "RUNNING" && Some(t.task_definition_arn.as_str()) == current).count() as i32);
+        s.defenders_running = Some(
+            o.tasks
+                .iter()
+                .filter(|t| t.last_status == "RUNNING" && Some(t.task_definition_arn.as_str()) == current)
+                .count() as i32,
+        );
     }
     if let Some(n) = count_connected(o) {
         s.defenders_connected = Some(n);
@@ -237,7 +247,10 @@ mod tests {
                 workers: ready(),
                 task_definition: ready(),
                 service: ready(),
-                defenders: step(defenders, if defenders == StepState::Ready { "AllConnected" } else { "WaitingForDefenders" }),
+                defenders: step(
+                    defenders,
+                    if defenders == StepState::Ready { "AllConnected" } else { "WaitingForDefenders" },
+                ),
             },
         }
     }
@@ -249,7 +262,13 @@ mod tests {
     fn build(prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan, now: Timestamp) -> EcsDefenderDeploymentStatus {
         let observed = Observed::default();
         let applied = Applied::default();
-        build_status(prev, 1, Some("demo"), Outcome::Planned { uid: "u", observed: &observed, plan, applied: &applied, suspended: false }, now)
+        build_status(
+            prev,
+            1,
+            Some("demo"),
+            Outcome::Planned { uid: "u", observed: &observed, plan, applied: &applied, suspended: false },
+            now,
+        )
     }
 
     fn cond<'a>(s: &'a EcsDefenderDeploymentStatus, kind: &str) -> &'a Condition {
@@ -289,17 +308,32 @@ mod tests {
         let mut p = plan_with(StepState::Ready);
         p.steps.workers = step(StepState::Failed, "ImageNotFound");
         let s = build(None, &p, t(0));
-        assert_eq!((cond(&s, c::STALLED).status.as_str(), cond(&s, c::STALLED).reason.as_str()), ("True", "ImageNotFound"));
+        assert_eq!(
+            (cond(&s, c::STALLED).status.as_str(), cond(&s, c::STALLED).reason.as_str()),
+            ("True", "ImageNotFound")
+        );
         assert_eq!(cond(&s, c::RECONCILING).status, "False");
         assert_eq!(cond(&s, c::READY).status, "False");
     }
 
     #[test]
     fn stalled_and_retrying_outcomes() {
-        let s = build_status(None, 2, None, Outcome::Stalled { reason: "SecretNotFound", message: "Secret default/x not found".into() }, t(0));
+        let s = build_status(
+            None,
+            2,
+            None,
+            Outcome::Stalled { reason: "SecretNotFound", message: "Secret default/x not found".into() },
+            t(0),
+        );
         assert_eq!(cond(&s, c::STALLED).status, "True");
         assert_eq!(cond(&s, c::READY).message, "Secret default/x not found");
-        let s = build_status(Some(&s), 2, None, Outcome::Retrying { reason: "ConsoleUnavailable", message: "timed out".into() }, t(5));
+        let s = build_status(
+            Some(&s),
+            2,
+            None,
+            Outcome::Retrying { reason: "ConsoleUnavailable", message: "timed out".into() },
+            t(5),
+        );
         assert_eq!(cond(&s, c::STALLED).status, "False");
         assert_eq!(cond(&s, c::RECONCILING).status, "True");
         assert_eq!(cond(&s, c::STALLED).last_transition_time.0, t(5));

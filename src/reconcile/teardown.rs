@@ -38,11 +38,8 @@ impl TeardownTargets {
         let status = edd.status.clone().unwrap_or_default();
         let spec = &edd.spec;
         let name = edd.metadata.name.clone().unwrap_or_default();
-        let cluster = status
-            .cluster_name
-            .clone()
-            .or_else(|| spec.cluster.name.clone().filter(|n| !n.is_empty()))
-            .unwrap_or(name);
+        let cluster =
+            status.cluster_name.clone().or_else(|| spec.cluster.name.clone().filter(|n| !n.is_empty())).unwrap_or(name);
         let service = status
             .service_arn
             .as_deref()
@@ -62,8 +59,10 @@ impl TeardownTargets {
             .and_then(|a| a.rsplit_once("autoScalingGroupName/").map(|(_, n)| n.to_string()))
             .or_else(|| w.map(|w| w.auto_scaling_group.name.clone()));
         let launch_template = w.filter(|w| w.kind == WorkerKind::LaunchTemplate).map(|w| w.name.clone());
-        let launch_configuration =
-            status.launch_configuration_name.clone().or_else(|| w.filter(|w| w.kind == WorkerKind::LaunchConfiguration).map(|w| w.name.clone()));
+        let launch_configuration = status
+            .launch_configuration_name
+            .clone()
+            .or_else(|| w.filter(|w| w.kind == WorkerKind::LaunchConfiguration).map(|w| w.name.clone()));
         Self {
             uid: edd.metadata.uid.clone().unwrap_or_default(),
             cluster,
@@ -136,8 +135,15 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
     // 1. The service: delete, then wait until ECS has drained it.
     if let Some(s) = o.service.as_ref().filter(|s| owned(&s.tags, &t.uid)) {
         match s.status.as_str() {
-            "ACTIVE" => return act(TeardownAction::DeleteService { cluster: t.cluster.clone(), name: s.name.clone() }, format!("deleting service {}", s.name)),
-            "DRAINING" => return TeardownPlan { actions: vec![], waiting: Some(format!("service {} is draining", s.name)) },
+            "ACTIVE" => {
+                return act(
+                    TeardownAction::DeleteService { cluster: t.cluster.clone(), name: s.name.clone() },
+                    format!("deleting service {}", s.name),
+                );
+            }
+            "DRAINING" => {
+                return TeardownPlan { actions: vec![], waiting: Some(format!("service {} is draining", s.name)) };
+            }
             _ => {}
         }
     }
@@ -154,11 +160,18 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
     // 3. The Auto Scaling group, force-deleted (its instances terminate), then gone.
     if let Some(g) = o.auto_scaling_group.as_ref().filter(|g| owned(&g.tags, &t.uid)) {
         if g.status.is_none() {
-            return act(TeardownAction::DeleteAutoScalingGroup { name: g.name.clone() }, format!("deleting Auto Scaling group {}", g.name));
+            return act(
+                TeardownAction::DeleteAutoScalingGroup { name: g.name.clone() },
+                format!("deleting Auto Scaling group {}", g.name),
+            );
         }
         return TeardownPlan {
             actions: vec![],
-            waiting: Some(format!("Auto Scaling group {} is being deleted ({} instances left)", g.name, g.instances.len())),
+            waiting: Some(format!(
+                "Auto Scaling group {} is being deleted ({} instances left)",
+                g.name,
+                g.instances.len()
+            )),
         };
     }
     // 4. What it launched from.
@@ -184,7 +197,10 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
             if t.managed_workers {
                 return TeardownPlan {
                     actions: vec![],
-                    waiting: Some(format!("{} container instances are still registered in cluster {}", c.registered_container_instances, c.name)),
+                    waiting: Some(format!(
+                        "{} container instances are still registered in cluster {}",
+                        c.registered_container_instances, c.name
+                    )),
                 };
             }
             return TeardownPlan { actions: vec![], waiting: None };
@@ -195,7 +211,11 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
 }
 
 /// (IO) What this resource owns, by name.
-pub async fn describe_owned(aws: &AwsClients, t: &TeardownTargets, edd: &EcsDefenderDeployment) -> Result<TeardownObserved, AwsError> {
+pub async fn describe_owned(
+    aws: &AwsClients,
+    t: &TeardownTargets,
+    edd: &EcsDefenderDeployment,
+) -> Result<TeardownObserved, AwsError> {
     let status = edd.status.clone().unwrap_or_default();
     let mut o = TeardownObserved {
         launch_configuration_recorded: status.launch_configuration_name.is_some(),
@@ -226,24 +246,33 @@ pub async fn describe_owned(aws: &AwsClients, t: &TeardownTargets, edd: &EcsDefe
 }
 
 /// (IO) Carries out the step; returns what it did.
-pub async fn execute(aws: &AwsClients, actions: &[TeardownAction]) -> Result<Vec<(&'static str, String)>, (&'static str, AwsError)> {
+pub async fn execute(
+    aws: &AwsClients,
+    actions: &[TeardownAction],
+) -> Result<Vec<(&'static str, String)>, (&'static str, AwsError)> {
     let mut done = vec![];
     for a in actions {
         let r = match a {
-            TeardownAction::DeleteService { cluster, name } => aws.delete_service(cluster, name).await.map(|_| format!("deleted service {name}")),
-            TeardownAction::DeregisterTaskDefinition { arn } => {
-                aws.deregister_task_definition(arn).await.map(|_| format!("deregistered task definition {}", arn.rsplit('/').next().unwrap_or(arn)))
+            TeardownAction::DeleteService { cluster, name } => {
+                aws.delete_service(cluster, name).await.map(|_| format!("deleted service {name}"))
             }
-            TeardownAction::DeleteAutoScalingGroup { name } => {
-                aws.delete_auto_scaling_group(name).await.map(|_| format!("deleting Auto Scaling group {name} and its instances"))
-            }
+            TeardownAction::DeregisterTaskDefinition { arn } => aws
+                .deregister_task_definition(arn)
+                .await
+                .map(|_| format!("deregistered task definition {}", arn.rsplit('/').next().unwrap_or(arn))),
+            TeardownAction::DeleteAutoScalingGroup { name } => aws
+                .delete_auto_scaling_group(name)
+                .await
+                .map(|_| format!("deleting Auto Scaling group {name} and its instances")),
             TeardownAction::DeleteLaunchTemplate { id, name } => {
                 aws.delete_launch_template(id).await.map(|_| format!("deleted launch template {name}"))
             }
             TeardownAction::DeleteLaunchConfiguration { name } => {
                 aws.delete_launch_configuration(name).await.map(|_| format!("deleted launch configuration {name}"))
             }
-            TeardownAction::DeleteCluster { name } => aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}")),
+            TeardownAction::DeleteCluster { name } => {
+                aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}"))
+            }
         };
         match r {
             Ok(msg) => done.push((a.name(), msg)),

@@ -12,8 +12,10 @@ use kube::{
 
 /// Applies the committed CRD by server-side apply and waits until it is Established.
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/ecsdefenderdeployments.ecsdefender.io.yaml"))?)?;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/ecsdefenderdeployments.ecsdefender.io.yaml"
+    ))?)?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = EcsDefenderDeployment::crd_name();
     api.patch(name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd)).await?;
@@ -86,7 +88,10 @@ impl Harness {
     }
 
     /// Like `start`, with the operator's settings adjusted by `tune`.
-    pub async fn start_full(opts: SandboxOptions, tune: impl FnOnce(&mut controller::Config)) -> anyhow::Result<Harness> {
+    pub async fn start_full(
+        opts: SandboxOptions,
+        tune: impl FnOnce(&mut controller::Config),
+    ) -> anyhow::Result<Harness> {
         ecs_defender_operator::install_crypto_provider();
         let sandbox = Sandbox::start(opts).await?;
         let client = sandbox.kube_client().await?;
@@ -94,7 +99,10 @@ impl Harness {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
         let console = sandbox.console();
         for (name, data) in [
-            ("pc-console", vec![("username", console.username().to_string()), ("password", console.password().to_string())]),
+            (
+                "pc-console",
+                vec![("username", console.username().to_string()), ("password", console.password().to_string())],
+            ),
             (
                 "aws",
                 vec![
@@ -123,9 +131,24 @@ impl Harness {
         let operator = tokio::spawn(controller::run(client.clone(), config.clone(), metrics.clone(), ready.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(ecs_defender_operator::http::serve(listener, metrics.clone(), ready.clone(), std::future::pending()));
+        let server = tokio::spawn(ecs_defender_operator::http::serve(
+            listener,
+            metrics.clone(),
+            ready.clone(),
+            std::future::pending(),
+        ));
         let api = Api::namespaced(client.clone(), "default");
-        Ok(Harness { sandbox, client, api, metrics, config, http_url, ready, operator: std::sync::Mutex::new(operator), server })
+        Ok(Harness {
+            sandbox,
+            client,
+            api,
+            metrics,
+            config,
+            http_url,
+            ready,
+            operator: std::sync::Mutex::new(operator),
+            server,
+        })
     }
 
     /// Kills the operator (as a crash would, between any two of its calls) and starts a fresh one
@@ -133,7 +156,12 @@ impl Harness {
     pub fn restart_operator(&self) {
         let mut op = self.operator.lock().unwrap();
         op.abort();
-        *op = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), self.metrics.clone(), self.ready.clone()));
+        *op = tokio::spawn(controller::run(
+            self.client.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            self.ready.clone(),
+        ));
     }
 
     /// Creates (or replaces) a Secret in `default`.
@@ -144,12 +172,18 @@ impl Harness {
             "metadata": {"name": name},
             "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         }))?;
-        secrets.patch(name, &kube::api::PatchParams::apply("e2e-tests").force(), &kube::api::Patch::Apply(&secret)).await?;
+        secrets
+            .patch(name, &kube::api::PatchParams::apply("e2e-tests").force(), &kube::api::Patch::Apply(&secret))
+            .await?;
         Ok(())
     }
 
     /// The condition `kind` of `name`, if set.
-    pub async fn condition(&self, name: &str, kind: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pub async fn condition(
+        &self,
+        name: &str,
+        kind: &str,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
         self.api.get(name).await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == kind)
     }
 
@@ -181,7 +215,13 @@ impl Harness {
     }
 
     /// Waits until condition `kind` has `status`; returns the resource.
-    pub async fn wait_condition(&self, name: &str, kind: &str, status: &str, timeout: Duration) -> EcsDefenderDeployment {
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        kind: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> EcsDefenderDeployment {
         let found = eventually(timeout, || async {
             let edd = self.api.get(name).await.ok()?;
             let ok = edd.status.as_ref()?.conditions.iter().any(|c| c.type_ == kind && c.status == status);
@@ -198,7 +238,8 @@ impl Harness {
     }
 
     pub async fn wait_gone(&self, name: &str, timeout: Duration) {
-        let gone = eventually(timeout, || async { matches!(self.api.get_opt(name).await, Ok(None)).then_some(()) }).await;
+        let gone =
+            eventually(timeout, || async { matches!(self.api.get_opt(name).await, Ok(None)).then_some(()) }).await;
         if gone.is_none() {
             let now = self.api.get(name).await.ok();
             panic!("{name} still exists after {timeout:?}; status: {:#?}", now.and_then(|e| e.status));
