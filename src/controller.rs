@@ -144,8 +144,15 @@ async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result
     .await
 }
 
-async fn reconcile_inner(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &edd.namespace().unwrap_or_default());
+async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    // The watch cache can lag our own last status patch; status is built on the previous status
+    // and written by server-side apply (which drops any field left out), so start from the
+    // apiserver's current copy.
+    let Some(edd) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let edd = &edd;
     let has_finalizer = edd.finalizers().iter().any(|f| f == FINALIZER);
     if edd.metadata.deletion_timestamp.is_some() {
         if !has_finalizer {

@@ -307,3 +307,54 @@ async fn a_crash_after_every_aws_change_still_converges_without_duplicates() {
     assert_eq!(active.task_definition_arns().len(), 1, "{:?}", active.task_definition_arns());
     assert_eq!(aws.ecs.list_services().cluster("crashy").send().await.unwrap().service_arns().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_options_reach_aws_and_the_console() {
+    let h = Harness::start().await.unwrap();
+    let aws = h.aws().await;
+    // A security group by name and an explicit AMI that exists in the region.
+    let vpc = aws.ec2.describe_vpcs().send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    let sg = aws
+        .ec2
+        .create_security_group()
+        .group_name("pc-security-group")
+        .description("Defenders")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let sg_id = sg.group_id().unwrap().to_string();
+    let ami = aws.ec2.describe_images().send().await.unwrap().images()[0].image_id().unwrap().to_string();
+
+    let mut edd = h.sample("options");
+    let w = edd.spec.workers.as_mut().unwrap();
+    w.security_groups = vec!["pc-security-group".into()];
+    w.image = ecs_defender_operator::crd::ImageSpec { ssm_parameter: None, id: Some(ami.clone()) };
+    w.instance_type = "m5.large".into();
+    w.extra_user_data = "echo ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config".into();
+    edd.spec.defender.cluster_name = Some("prod-ecs".into());
+    edd.spec.defender.task_name = "twistlock-defender".into();
+    edd.spec.service.name = "defenders".into();
+    h.create(&edd).await.unwrap();
+    let ready = h.wait_condition("options", "Ready", "True", READY_TIMEOUT).await;
+    assert_eq!(ready.status.as_ref().unwrap().image_id.as_deref(), Some(ami.as_str()));
+
+    let v = aws.ec2.describe_launch_template_versions().launch_template_name("pc-worker-node").send().await.unwrap();
+    let data = v.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.image_id(), Some(ami.as_str()));
+    assert_eq!(data.instance_type().map(|t| t.as_str()), Some("m5.large"));
+    assert_eq!(data.network_interfaces()[0].groups(), [sg_id]);
+    let ud = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data.user_data().unwrap()).unwrap())
+        .unwrap();
+    assert!(ud.ends_with("echo ECS_CLUSTER=options >> /etc/ecs/ecs.config\necho ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config\n"), "{ud}");
+
+    // The Console's cluster-name override and task name pass through; the Defenders report it.
+    let td = aws.ecs.describe_task_definition().task_definition("twistlock-defender").send().await.unwrap();
+    let env = td.task_definition().unwrap().container_definitions()[0].environment().to_vec();
+    let defender_cluster = env.iter().find(|e| e.name() == Some("DEFENDER_CLUSTER")).and_then(|e| e.value());
+    assert_eq!(defender_cluster, Some("prod-ecs"));
+    assert_eq!(aws.ecs.list_services().cluster("options").send().await.unwrap().service_arns().len(), 1);
+    let connected: Vec<_> = h.sandbox.console().defenders().into_iter().filter(|d| d.connected).collect();
+    assert_eq!(connected.len(), 2);
+    assert!(connected.iter().all(|d| d.cluster == "prod-ecs"), "{connected:?}");
+}

@@ -165,3 +165,24 @@ async fn the_binary_exits_with_a_hint_when_the_crd_is_missing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(format!("{stdout}{stderr}").contains("is the CRD installed?"), "stdout: {stdout}\nstderr: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_resource_is_observed_but_never_changed() {
+    let h = Harness::start().await.unwrap();
+    let mut edd = h.sample("paused");
+    edd.spec.suspend = true;
+    h.create(&edd).await.unwrap();
+    let found = eventually(Duration::from_secs(30), || async {
+        h.condition("paused", "Ready").await.filter(|c| c.reason == "Suspended")
+    })
+    .await
+    .expect("no Suspended condition");
+    assert!(found.message.contains("spec.suspend is set"), "{}", found.message);
+    assert!(h.sandbox.gate().calls().iter().all(|c| !c.mutating), "a suspended resource changed AWS");
+    // Resuming converges.
+    h.api
+        .patch("paused", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})))
+        .await
+        .unwrap();
+    h.wait_condition("paused", "Ready", "True", READY_TIMEOUT).await;
+}
