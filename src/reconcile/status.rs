@@ -163,17 +163,13 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &
         }
         _ => {}
     }
+    // The Console version is recorded with the output it generated, so that equal versions mean
+    // the registered task definition is what this Console generates.
     if let Some(g) = &o.generated {
         s.console_version = Some(g.console_version.clone());
         if g.image.is_some() {
             s.defender_image = g.image.clone();
         }
-    } else if let Some(v) = &o.console_version
-        && s.task_definition_digest.is_some()
-        && a.task_definition.is_none()
-        && s.console_version.is_none()
-    {
-        s.console_version = Some(v.clone());
     }
     if let Some(arn) =
         a.service_arn.clone().or_else(|| o.service.as_ref().filter(|s| s.status != "INACTIVE").map(|s| s.arn.clone()))
