@@ -2,7 +2,7 @@
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
 
-use super::{AwsClients, AwsError, Tags};
+use super::{AwsClients, AwsError, InstanceSpec, Tags};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutoScalingGroup {
@@ -50,18 +50,8 @@ pub struct LaunchConfiguration {
     pub instance_type: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewLaunchConfiguration {
-    pub name: String,
-    pub image_id: String,
-    pub instance_type: String,
-    pub instance_profile: String,
-    pub security_group_ids: Vec<String>,
-    pub key_name: Option<String>,
-    pub associate_public_ip_address: bool,
-    /// Plain text; base64-encoded on the wire.
-    pub user_data: String,
-}
+/// Launch configurations carry no tags and take no idempotency token.
+pub type NewLaunchConfiguration = InstanceSpec;
 
 impl AwsClients {
     pub async fn describe_auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>, AwsError> {

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 
-use super::{AwsClients, AwsError, Tags};
+use super::{AwsClients, AwsError, InstanceSpec, Tags};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LaunchTemplate {
@@ -19,15 +19,7 @@ pub struct LaunchTemplate {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewLaunchTemplate {
-    pub name: String,
-    pub image_id: String,
-    pub instance_type: String,
-    pub instance_profile: String,
-    pub security_group_ids: Vec<String>,
-    pub key_name: Option<String>,
-    pub associate_public_ip_address: bool,
-    /// Plain text; base64-encoded on the wire.
-    pub user_data: String,
+    pub instance: InstanceSpec,
     pub client_token: String,
     pub tags: Tags,
 }
@@ -56,8 +48,9 @@ impl AwsClients {
         }))
     }
 
-    pub async fn create_launch_template(&self, lt: &NewLaunchTemplate) -> Result<LaunchTemplate, AwsError> {
+    pub async fn create_launch_template(&self, new: &NewLaunchTemplate) -> Result<LaunchTemplate, AwsError> {
         use base64::Engine;
+        let lt = &new.instance;
         let network = LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
             .device_index(0)
             .associate_public_ip_address(lt.associate_public_ip_address)
@@ -78,7 +71,7 @@ impl AwsClients {
             .tag_specifications(
                 aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
                     .resource_type(ResourceType::Instance)
-                    .set_tags(Some(ec2_tags(&lt.tags)))
+                    .set_tags(Some(ec2_tags(&new.tags)))
                     .build(),
             )
             .build();
@@ -88,11 +81,11 @@ impl AwsClients {
                 .create_launch_template()
                 .launch_template_name(&lt.name)
                 .launch_template_data(data)
-                .client_token(&lt.client_token)
+                .client_token(&new.client_token)
                 .tag_specifications(
                     TagSpecification::builder()
                         .resource_type(ResourceType::LaunchTemplate)
-                        .set_tags(Some(ec2_tags(&lt.tags)))
+                        .set_tags(Some(ec2_tags(&new.tags)))
                         .build(),
                 )
                 .send()
@@ -104,7 +97,7 @@ impl AwsClients {
             name: lt.name.clone(),
             default_version: 1,
             latest_version: 1,
-            tags: lt.tags.clone(),
+            tags: new.tags.clone(),
         })
     }
 

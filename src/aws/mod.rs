@@ -25,5 +25,21 @@ pub mod tags {
     pub const CONSOLE_VERSION: &str = "ecsdefender.io/console-version";
 }
 
+/// What a worker instance launches with; launch templates and launch configurations both carry it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceSpec {
+    /// The launch template's or configuration's name.
+    pub name: String,
+    pub image_id: String,
+    pub instance_type: String,
+    /// Name or ARN.
+    pub instance_profile: String,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub associate_public_ip_address: bool,
+    /// Plain text; base64-encoded on the wire.
+    pub user_data: String,
+}
+
 /// Tags as key/value pairs, in a stable order.
 pub type Tags = std::collections::BTreeMap<String, String>;

@@ -44,7 +44,9 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
         }
         Action::CreateLaunchTemplate(lt) => {
             let created = aws.create_launch_template(lt).await?;
-            applied.done.push((action.name(), format!("created launch template {} ({})", lt.name, created.id)));
+            applied
+                .done
+                .push((action.name(), format!("created launch template {} ({})", lt.instance.name, created.id)));
             applied.launch_template_id = Some(created.id);
         }
         Action::CreateLaunchConfiguration(lc) => {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use crate::{
     aws::{
-        Tags,
+        InstanceSpec, Tags,
         autoscaling::{
             AutoScalingGroup, LaunchConfiguration, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration,
         },
@@ -345,29 +345,23 @@ impl Planner<'_> {
                 );
             }
             if !launch_exists {
+                let instance = InstanceSpec {
+                    name: w.name.clone(),
+                    image_id: image_id.clone(),
+                    instance_type: w.instance_type.clone(),
+                    instance_profile: w.instance_profile.clone(),
+                    security_group_ids: inputs.security_group_ids.clone(),
+                    key_name: w.key_name.clone(),
+                    associate_public_ip_address: w.associate_public_ip_address,
+                    user_data: w.user_data.clone(),
+                };
                 self.actions.push(match w.kind {
                     WorkerKind::LaunchTemplate => Action::CreateLaunchTemplate(NewLaunchTemplate {
-                        name: w.name.clone(),
-                        image_id: image_id.clone(),
-                        instance_type: w.instance_type.clone(),
-                        instance_profile: w.instance_profile.clone(),
-                        security_group_ids: inputs.security_group_ids.clone(),
-                        key_name: w.key_name.clone(),
-                        associate_public_ip_address: w.associate_public_ip_address,
-                        user_data: w.user_data.clone(),
                         client_token: client_token(&d.uid, &[&w.name, &image_id, &w.user_data, &w.instance_type], 64),
                         tags: d.tags.clone(),
+                        instance,
                     }),
-                    WorkerKind::LaunchConfiguration => Action::CreateLaunchConfiguration(NewLaunchConfiguration {
-                        name: w.name.clone(),
-                        image_id: image_id.clone(),
-                        instance_type: w.instance_type.clone(),
-                        instance_profile: w.instance_profile.clone(),
-                        security_group_ids: inputs.security_group_ids.clone(),
-                        key_name: w.key_name.clone(),
-                        associate_public_ip_address: w.associate_public_ip_address,
-                        user_data: w.user_data.clone(),
-                    }),
+                    WorkerKind::LaunchConfiguration => Action::CreateLaunchConfiguration(instance),
                 });
             }
             if asg.is_none() {
@@ -836,8 +830,8 @@ mod tests {
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["CreateLaunchTemplate", "CreateAutoScalingGroup"]);
         let Action::CreateLaunchTemplate(lt) = &p.actions[0] else { unreachable!() };
-        assert!(lt.user_data.contains("ECS_CLUSTER=demo"));
-        assert_eq!(lt.image_id, "ami-0123456789abcdef0");
+        assert!(lt.instance.user_data.contains("ECS_CLUSTER=demo"));
+        assert_eq!(lt.instance.image_id, "ami-0123456789abcdef0");
         let Action::CreateAutoScalingGroup(g) = &p.actions[1] else { unreachable!() };
         assert_eq!(g.subnet_ids, ["subnet-a", "subnet-b"], "the default VPC's subnets");
         assert_eq!((g.min_size, g.max_size, g.desired_capacity), (1, 2, 2));
