@@ -72,6 +72,22 @@ pub async fn show() -> Result<()> {
         println!("  task definition {}", arn.rsplit('/').next().unwrap_or_default());
     }
 
+    if let Ok(gate) = std::env::var("SANDBOX_GATE_URL") {
+        let calls: Vec<serde_json::Value> =
+            reqwest::get(format!("{gate}/calls")).await?.error_for_status()?.json().await?;
+        let mutating: Vec<&str> = calls
+            .iter()
+            .filter(|c| c["mutating"].as_bool() == Some(true) && c["status"].as_u64() == Some(200))
+            .filter_map(|c| c["operation"].as_str())
+            .collect();
+        println!(
+            "  AWS calls through the gate so far: {} ({} changes: {})",
+            calls.len(),
+            mutating.len(),
+            mutating.join(", ")
+        );
+    }
+
     let url = var("PRISMA_CONSOLE_URL")?;
     println!("Prisma Cloud Console simulator ({url})");
     let mut http = reqwest::Client::builder();
