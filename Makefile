@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CRD := crds/ecsdefenderdeployments.ecsdefender.io.yaml
 CHART_CRD := charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml
 
-.PHONY: test demo tools build crd lint fmt bench sandbox
+.PHONY: test demo tools build crd lint fmt sandbox image chart
 
 ## test: install what tests need (once), then run every test
 test: tools
@@ -37,3 +37,12 @@ fmt:
 ## sandbox: start the local test world and keep it running (Ctrl-C stops it)
 sandbox: tools
 	cargo run --locked --quiet -p ecs-defender-sandbox --bin sandbox -- up --env-file .sandbox/env
+
+## chart: lint and render the Helm chart, and check its RBAC on a real apiserver
+chart: tools
+	cargo test --locked -p ecs-defender-operator --test chart
+
+IMAGE ?= ecs-defender-operator:dev
+## image: build the operator's container image (needs a Docker engine)
+image:
+	docker build -t $(IMAGE) .
