@@ -40,7 +40,7 @@ impl ControlPlane {
         let sa = rcgen::KeyPair::generate()?;
         std::fs::write(dir.path().join("sa.key"), sa.serialize_pem())?;
         std::fs::write(dir.path().join("sa.pub"), sa.public_key_pem())?;
-        let tls = pki::serving_cert("sandbox-apiserver-ca")?;
+        let tls = pki::serving_cert("sandbox-apiserver-ca", &["127.0.0.1".to_string(), "localhost".to_string()])?;
         std::fs::write(dir.path().join("apiserver.crt"), &tls.cert_pem)?;
         std::fs::write(dir.path().join("apiserver.key"), &tls.key_pem)?;
 
