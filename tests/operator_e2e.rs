@@ -206,15 +206,20 @@ async fn orphan_policy_leaves_aws_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_after_a_partial_create_removes_what_exists() {
     let h = Harness::start().await.unwrap();
-    // Workers that never join (the gate refuses nothing here; the cluster just never gets
-    // instances because the ASG cannot be created: its subnet does not exist).
-    let mut edd = h.sample("partial");
-    edd.spec.workers.as_mut().unwrap().auto_scaling_group.subnet_ids = vec!["subnet-00000000deadbeef".into()];
-    h.create(&edd).await.unwrap();
-    // The cluster and launch template exist by the time the ASG step fails.
-    eventually(Duration::from_secs(60), || async { (count(&h, "ec2:CreateLaunchTemplate") == 1).then_some(()) })
-        .await
-        .expect("launch template");
+    // The Auto Scaling group cannot be created (AWS keeps failing it), so the cluster and the
+    // launch template exist and the rest never will.
+    h.sandbox.gate().add_fault(
+        sandbox::gate::Fault::new("autoscaling", sandbox::gate::FaultKind::Status(500)).on("CreateAutoScalingGroup"),
+    );
+    h.create(&h.sample("partial")).await.unwrap();
+    eventually(Duration::from_secs(60), || async {
+        (count(&h, "ec2:CreateLaunchTemplate") == 1 && count(&h, "autoscaling:CreateAutoScalingGroup") >= 3)
+            .then_some(())
+    })
+    .await
+    .expect("launch template created and the group attempted");
+    let retrying = h.condition("partial", "Reconciling").await.unwrap();
+    assert_eq!((retrying.status.as_str(), retrying.reason.as_str()), ("True", "AwsRetrying"), "{retrying:?}");
     h.api.delete("partial", &DeleteParams::default()).await.unwrap();
     h.wait_gone("partial", Duration::from_secs(120)).await;
     let aws = h.aws().await;

@@ -111,13 +111,13 @@ impl AwsClients {
         }
     }
 
-    /// The default VPC's default subnets; empty when the account has no default VPC.
-    pub async fn default_subnets(&self) -> Result<Vec<String>, AwsError> {
+    /// The default VPC and its default subnets; `None` and empty when the account has no default VPC.
+    pub async fn default_subnets(&self) -> Result<(Option<String>, Vec<String>), AwsError> {
         let vpcs = self.finish(
             "ec2:DescribeVpcs",
             self.ec2.describe_vpcs().filters(Filter::builder().name("is-default").values("true").build()).send().await,
         )?;
-        let Some(vpc) = vpcs.vpcs().first().and_then(|v| v.vpc_id()) else { return Ok(vec![]) };
+        let Some(vpc) = vpcs.vpcs().first().and_then(|v| v.vpc_id()) else { return Ok((None, vec![])) };
         let out = self.finish(
             "ec2:DescribeSubnets",
             self.ec2
@@ -129,20 +129,42 @@ impl AwsClients {
         )?;
         let mut ids: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_string)).collect();
         ids.sort();
-        Ok(ids)
+        Ok((Some(vpc.to_string()), ids))
     }
 
-    /// Resolves security groups given by name or `sg-` id to ids. Returns the ids found and the
-    /// names or ids that do not exist.
-    pub async fn resolve_security_groups(&self, groups: &[String]) -> Result<(Vec<String>, Vec<String>), AwsError> {
+    /// The VPC of the given subnets, and those of them that do not exist.
+    pub async fn describe_subnets(&self, ids: &[String]) -> Result<(Option<String>, Vec<String>), AwsError> {
+        let out = self.finish(
+            "ec2:DescribeSubnets",
+            self.ec2
+                .describe_subnets()
+                .filters(Filter::builder().name("subnet-id").set_values(Some(ids.to_vec())).build())
+                .send()
+                .await,
+        )?;
+        let found: Vec<&str> = out.subnets().iter().filter_map(|s| s.subnet_id()).collect();
+        let missing = ids.iter().filter(|id| !found.contains(&id.as_str())).cloned().collect();
+        Ok((out.subnets().first().and_then(|s| s.vpc_id()).map(str::to_string), missing))
+    }
+
+    /// Resolves security groups given by name (looked up in `vpc`, where names are unique) or
+    /// `sg-` id to ids. Returns the ids found and the names or ids that do not exist.
+    pub async fn resolve_security_groups(
+        &self,
+        groups: &[String],
+        vpc: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<String>), AwsError> {
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for g in groups {
-            let req = if g.starts_with("sg-") {
+            let mut req = if g.starts_with("sg-") {
                 self.ec2.describe_security_groups().filters(Filter::builder().name("group-id").values(g).build())
             } else {
                 self.ec2.describe_security_groups().filters(Filter::builder().name("group-name").values(g).build())
             };
+            if let Some(vpc) = vpc {
+                req = req.filters(Filter::builder().name("vpc-id").values(vpc).build());
+            }
             let out = self.finish("ec2:DescribeSecurityGroups", req.send().await)?;
             match out.security_groups().first().and_then(|s| s.group_id()) {
                 Some(id) => found.push(id.to_string()),

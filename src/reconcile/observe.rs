@@ -144,7 +144,14 @@ async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired) -> Result<L
             }
         }
     };
-    let (security_group_ids, missing_security_groups) = aws.resolve_security_groups(&w.security_groups).await?;
-    let subnet_ids = if w.subnet_ids.is_empty() { aws.default_subnets().await? } else { w.subnet_ids.clone() };
-    Ok(LaunchInputs { image_id, security_group_ids, missing_security_groups, subnet_ids })
+    let (vpc, subnet_ids, missing_subnets) = if w.subnet_ids.is_empty() {
+        let (vpc, subnets) = aws.default_subnets().await?;
+        (vpc, subnets, vec![])
+    } else {
+        let (vpc, missing) = aws.describe_subnets(&w.subnet_ids).await?;
+        (vpc, w.subnet_ids.clone(), missing)
+    };
+    let (security_group_ids, missing_security_groups) =
+        aws.resolve_security_groups(&w.security_groups, vpc.as_deref()).await?;
+    Ok(LaunchInputs { image_id, security_group_ids, missing_security_groups, subnet_ids, missing_subnets })
 }

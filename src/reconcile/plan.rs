@@ -60,6 +60,8 @@ pub struct LaunchInputs {
     pub security_group_ids: Vec<String>,
     pub missing_security_groups: Vec<String>,
     pub subnet_ids: Vec<String>,
+    /// Subnets the spec names that do not exist.
+    pub missing_subnets: Vec<String>,
 }
 
 /// The Console's task definition with our overrides, ready to register.
@@ -335,6 +337,13 @@ impl Planner<'_> {
                     StepState::Failed,
                     "SecurityGroupNotFound",
                     format!("security groups not found: {}", inputs.missing_security_groups.join(", ")),
+                );
+            }
+            if !inputs.missing_subnets.is_empty() {
+                return StepReport::new(
+                    StepState::Failed,
+                    "SubnetNotFound",
+                    format!("subnets not found: {}", inputs.missing_subnets.join(", ")),
                 );
             }
             if inputs.subnet_ids.is_empty() {
@@ -689,6 +698,7 @@ mod tests {
             security_group_ids: vec![],
             missing_security_groups: vec![],
             subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+            missing_subnets: vec![],
         }
     }
 
@@ -1026,6 +1036,15 @@ mod tests {
         let p = plan(&desired(), &o);
         assert!(p.actions.is_empty());
         assert_eq!(p.steps.workers.message, "security groups not found: pc-security-group");
+        let mut i = inputs();
+        i.missing_subnets = vec!["subnet-0dead".into()];
+        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(i), ..Default::default() };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            (p.steps.workers.reason, p.steps.workers.message.as_str()),
+            ("SubnetNotFound", "subnets not found: subnet-0dead")
+        );
     }
 
     #[test]
