@@ -186,3 +186,31 @@ async fn a_suspended_resource_is_observed_but_never_changed() {
         .unwrap();
     h.wait_condition("paused", "Ready", "True", READY_TIMEOUT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_teardown_says_why_and_orphan_lets_go() {
+    let h = Harness::start().await.unwrap();
+    h.create(&h.sample("stuck")).await.unwrap();
+    h.wait_condition("stuck", "Ready", "True", READY_TIMEOUT).await;
+    // Without its AWS credentials the operator cannot tear down.
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
+    secrets.delete("aws", &DeleteParams::default()).await.unwrap();
+    h.api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    let st = h.wait_condition("stuck", "Stalled", "True", Duration::from_secs(30)).await;
+    let stalled = st.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(stalled.reason, "SecretNotFound");
+    assert!(stalled.message.contains("teardown blocked: Secret default/aws not found"), "{}", stalled.message);
+    assert!(stalled.message.contains("deletionPolicy: Orphan"), "{}", stalled.message);
+    // The user chooses to keep AWS as it is: the resource goes, AWS is untouched.
+    h.sandbox.gate().clear_calls();
+    h.api
+        .patch(
+            "stuck",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"deletionPolicy": "Orphan"}})),
+        )
+        .await
+        .unwrap();
+    h.wait_gone("stuck", Duration::from_secs(30)).await;
+    assert!(h.sandbox.gate().calls().iter().all(|c| !c.mutating));
+}

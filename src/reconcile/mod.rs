@@ -138,8 +138,26 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
     Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging })
 }
 
-/// (IO) Teardown on deletion; `Ok(true)` when everything is gone and the finalizer may go.
+/// (IO) Teardown on deletion; `Ok(true)` when everything is gone and the finalizer may go. When
+/// teardown cannot proceed, the status says why and how to let go.
 pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
+    let result = teardown_step(edd, ctx).await;
+    if let Err(err) = &result {
+        let message = format!(
+            "teardown blocked: {err}; fix this, or set spec.deletionPolicy: Orphan to leave the AWS resources in place"
+        );
+        let outcome = if err.is_transient() {
+            Outcome::Retrying { reason: err.category(), message }
+        } else {
+            Outcome::Stalled { reason: err.category(), message }
+        };
+        let generation = edd.metadata.generation.unwrap_or_default();
+        patch_status(edd, ctx, build_status(edd.status.as_ref(), generation, None, outcome, Timestamp::now())).await?;
+    }
+    result
+}
+
+async fn teardown_step(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
     if edd.spec.deletion_policy == crate::crd::DeletionPolicy::Orphan {
         publish(
             ctx,
