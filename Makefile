@@ -36,6 +36,7 @@ fmt:
 
 ## sandbox: start the local test world and keep it running (Ctrl-C stops it)
 sandbox: tools
+	mkdir -p .sandbox
 	cargo run --locked --quiet -p ecs-defender-sandbox --bin sandbox -- up --env-file .sandbox/env
 
 ## chart: lint and render the Helm chart, and check its RBAC on a real apiserver
