@@ -160,9 +160,6 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         if user_data.len() > MAX_USER_DATA {
             problems.push(format!("the user data is {} bytes; EC2 accepts at most {MAX_USER_DATA}", user_data.len()));
         }
-        if w.kind == WorkerKind::LaunchConfiguration && w.associate_public_ip_address && asg.subnet_ids.is_empty() {
-            // Fine on AWS; nothing to check. Kept explicit: public IPs need subnets that allow them.
-        }
         DesiredWorkers {
             kind: w.kind,
             name: w.name.clone(),

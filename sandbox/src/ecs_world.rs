@@ -466,15 +466,7 @@ impl RegionWorld {
                 if t.last_status() == Some("STOPPED") {
                     continue;
                 }
-                tasks.push((
-                    scheduler::Task {
-                        arn: t.task_arn().unwrap_or_default().to_string(),
-                        group: t.group().unwrap_or_default().to_string(),
-                        task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
-                        container_instance: t.container_instance_arn().unwrap_or_default().to_string(),
-                    },
-                    t.last_status() == Some("RUNNING"),
-                ));
+                tasks.push(task_of(t));
             }
         }
         let plain: Vec<scheduler::Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
@@ -496,15 +488,7 @@ impl RegionWorld {
                         .send()
                         .await?;
                     for t in resp.tasks() {
-                        tasks.push((
-                            scheduler::Task {
-                                arn: t.task_arn().unwrap_or_default().to_string(),
-                                group: t.group().unwrap_or_default().to_string(),
-                                task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
-                                container_instance: t.container_instance_arn().unwrap_or_default().to_string(),
-                            },
-                            t.last_status() == Some("RUNNING"),
-                        ));
+                        tasks.push(task_of(t));
                     }
                 }
             }
@@ -597,4 +581,17 @@ struct RunningTask {
     cluster: String,
     task_definition: String,
     instance_id: String,
+}
+
+/// The scheduler's view of an ECS task, and whether it is RUNNING.
+fn task_of(t: &aws_sdk_ecs::types::Task) -> (scheduler::Task, bool) {
+    (
+        scheduler::Task {
+            arn: t.task_arn().unwrap_or_default().to_string(),
+            group: t.group().unwrap_or_default().to_string(),
+            task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+            container_instance: t.container_instance_arn().unwrap_or_default().to_string(),
+        },
+        t.last_status() == Some("RUNNING"),
+    )
 }

@@ -1,7 +1,7 @@
 //! (IO) Carries out a plan's actions in order, stopping at the first failure. Returns what was
 //! done (and the ids that now exist, so status records them at once) even when an action failed.
 
-use super::plan::Action;
+use super::plan::{Action, short_td};
 use crate::aws::{AwsClients, AwsError};
 
 /// What one reconcile changed.
@@ -84,13 +84,13 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
         Action::CreateService { cluster, name, task_definition, client_token, tags } => {
             let td = resolve_td(task_definition, applied)?;
             let s = aws.create_service(cluster, name, &td, client_token, tags).await?;
-            applied.done.push((action.name(), format!("created DAEMON service {name} running {}", short(&td))));
+            applied.done.push((action.name(), format!("created DAEMON service {name} running {}", short_td(&td))));
             applied.service_arn = Some(s.arn);
         }
         Action::UpdateService { cluster, name, task_definition } => {
             let td = resolve_td(task_definition, applied)?;
             aws.update_service(cluster, name, &td).await?;
-            applied.done.push((action.name(), format!("updated service {name} to {}", short(&td))));
+            applied.done.push((action.name(), format!("updated service {name} to {}", short_td(&td))));
         }
     }
     Ok(())
@@ -107,8 +107,4 @@ fn resolve_td(td: &Option<String>, applied: &Applied) -> Result<String, AwsError
             transient: true,
         }),
     }
-}
-
-fn short(arn: &str) -> &str {
-    arn.rsplit_once('/').map(|(_, s)| s).unwrap_or(arn)
 }

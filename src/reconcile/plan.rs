@@ -602,8 +602,7 @@ impl Planner<'_> {
                 "asking the Console which Defenders are connected",
             );
         };
-        let connected: BTreeSet<&str> =
-            defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect();
+        let connected = connected_instances(defenders);
         let active = self.active_instances();
         let missing: Vec<&str> =
             active.iter().map(|ci| ci.ec2_instance_id.as_str()).filter(|id| !connected.contains(id)).collect();
@@ -630,9 +629,7 @@ impl Planner<'_> {
 
 /// Connected Defenders among the active instances.
 pub fn count_connected(observed: &Observed) -> Option<i32> {
-    let defenders = observed.defenders.as_ref()?;
-    let connected: BTreeSet<&str> =
-        defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect();
+    let connected = connected_instances(observed.defenders.as_ref()?);
     Some(
         observed
             .container_instances
@@ -642,6 +639,11 @@ pub fn count_connected(observed: &Observed) -> Option<i32> {
     )
 }
 
+/// EC2 instance ids with a connected Defender.
+fn connected_instances(defenders: &[Defender]) -> BTreeSet<&str> {
+    defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect()
+}
+
 fn launch_kind(kind: WorkerKind) -> &'static str {
     match kind {
         WorkerKind::LaunchTemplate => "launch template",
@@ -649,7 +651,8 @@ fn launch_kind(kind: WorkerKind) -> &'static str {
     }
 }
 
-fn short_td(arn: &str) -> &str {
+/// `family:revision` of a task-definition ARN, for messages.
+pub fn short_td(arn: &str) -> &str {
     arn.rsplit_once('/').map(|(_, s)| s).unwrap_or(arn)
 }
 

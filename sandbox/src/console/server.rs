@@ -295,6 +295,23 @@ async fn ecs_task(State(shared): Shr, Extension(ctx): Extension<RequestContext>,
     Json(td).into_response()
 }
 
+/// The page of Defenders a `GET /defenders[/names]` query selects, each rendered by `render`,
+/// with the `Total-Count` header.
+fn page_of_defenders(
+    shared: &Shared,
+    ctx: &RequestContext,
+    q: Option<String>,
+    render: impl Fn(&crate::console::Defender) -> Value,
+) -> Response {
+    let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
+        Ok(q) => q,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let all = lock(&shared.defenders);
+    let (page, total) = select_defenders(&all, &ctx.project, &query);
+    with_total(total, Value::Array(page.iter().map(|d| render(d)).collect()))
+}
+
 fn with_total(total: usize, body: Value) -> Response {
     ([(TOTAL_COUNT, total.to_string())], Json(body)).into_response()
 }
@@ -304,13 +321,7 @@ async fn list_defenders(
     Extension(ctx): Extension<RequestContext>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
-        Ok(q) => q,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e),
-    };
-    let all = lock(&shared.defenders);
-    let (page, total) = select_defenders(&all, &ctx.project, &query);
-    with_total(total, Value::Array(page.iter().map(|d| d.to_json()).collect()))
+    page_of_defenders(&shared, &ctx, q, |d| d.to_json())
 }
 
 /// `GET /defenders/names`: the hostnames, with the same parameters as `GET /defenders`.
@@ -319,13 +330,7 @@ async fn defender_names(
     Extension(ctx): Extension<RequestContext>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
-        Ok(q) => q,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e),
-    };
-    let all = lock(&shared.defenders);
-    let (page, total) = select_defenders(&all, &ctx.project, &query);
-    with_total(total, json!(page.iter().map(|d| d.hostname.as_str()).collect::<Vec<_>>()))
+    page_of_defenders(&shared, &ctx, q, |d| json!(d.hostname))
 }
 
 async fn defender_summary(State(shared): Shr, Extension(ctx): Extension<RequestContext>) -> Json<Value> {

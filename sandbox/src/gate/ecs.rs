@@ -180,13 +180,7 @@ async fn create_service(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
             return Ok(invalid_parameter(NOT_IDEMPOTENT));
         }
     }
-    let mut td_arn = None;
-    if let Some(td) = req.get("taskDefinition").and_then(Value::as_str)
-        && let Ok(arn) = resolve_task_definition(&side, td).await
-    {
-        req["taskDefinition"] = Value::String(arn.clone());
-        td_arn = Some(arn);
-    }
+    let td_arn = full_task_definition_arn(&side, &mut req).await;
     let raw = sh.forward(ctx, Some(Bytes::from(req.to_string()))).await?;
     if raw.status != 200 {
         return Ok(raw.into_response());
@@ -229,13 +223,7 @@ async fn update_service(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
     if daemon && let Some(msg) = daemon_violation(&req) {
         return Ok(invalid_parameter(msg));
     }
-    let mut new_td = None;
-    if let Some(td) = req.get("taskDefinition").and_then(Value::as_str)
-        && let Ok(arn) = resolve_task_definition(&side, td).await
-    {
-        req["taskDefinition"] = Value::String(arn.clone());
-        new_td = Some(arn);
-    }
+    let new_td = full_task_definition_arn(&side, &mut req).await;
     let raw = sh.forward(ctx, Some(Bytes::from(req.to_string()))).await?;
     if raw.status != 200 {
         return Ok(raw.into_response());
@@ -611,6 +599,15 @@ async fn describe_one(side: &Side<'_>, cluster: &str, name: &str) -> Result<Opti
 }
 
 /// `family`, `family:rev` or an ARN -> the task definition's ARN (moto stores the raw string).
+/// Rewrites the request's `taskDefinition` to its full ARN (AWS stores ARNs; moto keeps the raw
+/// string) and returns it.
+async fn full_task_definition_arn(side: &Side<'_>, req: &mut Value) -> Option<String> {
+    let td = req.get("taskDefinition").and_then(Value::as_str)?;
+    let arn = resolve_task_definition(side, td).await.ok()?;
+    req["taskDefinition"] = Value::String(arn.clone());
+    Some(arn)
+}
+
 async fn resolve_task_definition(side: &Side<'_>, td: &str) -> Result<String> {
     if td.starts_with("arn:") {
         return Ok(td.to_string());
