@@ -23,8 +23,10 @@ build:
 	cargo build --workspace --locked
 
 ## crd: regenerate the committed CRD (and the chart's copy) from the Rust types
+# (built with the workspace's feature set, so it shares the build `make test` makes)
 crd:
-	cargo run --locked --quiet --bin crdgen > $(CRD)
+	cargo build --workspace --locked --quiet --bin crdgen
+	$(CARGO_TARGET_DIR)/debug/crdgen > $(CRD)
 	mkdir -p $(dir $(CHART_CRD)) && cp $(CRD) $(CHART_CRD)
 
 lint:

@@ -30,9 +30,6 @@ pub const FIELD_MANAGER: &str = "ecs-defender-operator";
     doc = "Prisma Cloud Defenders on an AWS ECS cluster, kept in shape by ecs-defender-operator.",
     namespaced,
     status = "EcsDefenderDeploymentStatus",
-    // The effective cluster name (cluster.name, else metadata.name) may not change, so adding or
-    // removing the optional field is refused too unless it names the same cluster.
-    validation = Rule::new("self.spec.?cluster.?name.orValue(self.metadata.name) == oldSelf.spec.?cluster.?name.orValue(oldSelf.metadata.name)").message("the cluster name (spec.cluster.name, default metadata.name) is immutable; create a new resource for another cluster"),
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".status.clusterName"}"#,
     printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.containerInstances"}"#,
@@ -126,14 +123,18 @@ pub struct SecretRef {
 /// The ECS cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// `name` may not change, and adding or removing it counts as a change (a rule on the optional field
+// itself would not run then; this object always exists, by its default). The operator checks the
+// same against status, for servers without CEL. (A rule comparing with metadata.name, to let the
+// default spelt out pass, exceeds the apiserver's CEL cost budget.)
+#[x_kube(validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)").message("spec.cluster.name is immutable (adding or removing it too); create a new resource for another cluster"))]
 pub struct ClusterSpec {
     /// The cluster's name. Default: the resource's name. Immutable (adding or removing it counts
-    /// as a change unless it names the same cluster). Two clusters given the same name are one
+    /// as a change). Two clusters given the same name are one
     /// cluster to the Console, so keep names unique across regions and accounts. The default names
     /// of everything else derive from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster.name is immutable"))]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"))]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"), length(max = 255))]
     pub name: Option<String>,
     /// `true`: the cluster must already exist; the operator never creates or deletes it.
     #[serde(default)]

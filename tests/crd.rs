@@ -129,4 +129,24 @@ async fn invalid_resources_are_rejected_with_the_schema_message() {
 
     let msg = create(serde_json::json!({"region": "Mars", "defender": console})).await;
     assert!(msg.contains("spec.region: Invalid value: \"Mars\""), "{msg}");
+
+    // cluster.name is immutable, and adding or removing it counts as a change.
+    for (before, after) in [(None, Some("other")), (Some("named"), None), (Some("named"), Some("renamed"))] {
+        let mut obj = serde_json::json!({
+            "apiVersion": "ecsdefender.io/v1alpha1", "kind": "EcsDefenderDeployment",
+            "metadata": {"name": "immutable"}, "spec": {"region": "us-east-1", "defender": console},
+        });
+        if let Some(n) = before {
+            obj["spec"]["cluster"] = serde_json::json!({"name": n});
+        }
+        let created = api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+        let patch = serde_json::json!({"spec": {"cluster": {"name": after}}});
+        let err = api
+            .patch("immutable", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .expect_err(&format!("cluster.name {before:?} -> {after:?} was accepted"));
+        assert!(err.to_string().contains("spec.cluster.name is immutable"), "{err}");
+        api.delete("immutable", &Default::default()).await.unwrap();
+        drop(created);
+    }
 }
