@@ -255,6 +255,38 @@ impl AwsClients {
         }
     }
 
+    /// Instance id -> private DNS name (the host name a Defender reports).
+    pub async fn describe_instance_hostnames(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+        let mut names = std::collections::BTreeMap::new();
+        for chunk in ids.chunks(100) {
+            let mut token = None;
+            loop {
+                let out = self.finish(
+                    "ec2:DescribeInstances",
+                    self.ec2
+                        .describe_instances()
+                        .set_instance_ids(Some(chunk.to_vec()))
+                        .set_next_token(token)
+                        .send()
+                        .await,
+                )?;
+                for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                    if let (Some(id), Some(dns)) = (i.instance_id(), i.private_dns_name()) {
+                        names.insert(id.to_string(), dns.to_string());
+                    }
+                }
+                token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(names)
+    }
+
     /// Whether an AMI exists (and is visible to this account).
     pub async fn image_exists(&self, image_id: &str) -> Result<bool, AwsError> {
         match self.finish("ec2:DescribeImages", self.ec2.describe_images().image_ids(image_id).send().await) {

@@ -102,6 +102,10 @@ pub async fn fetch_needs(
                 let definition = console.generate_ecs_task(&desired.generator_options).await?;
                 o.generated = Some(build_generated(definition, &desired.task_family, version));
             }
+            Need::InstanceHostnames => {
+                let ids: Vec<String> = o.container_instances.iter().map(|ci| ci.ec2_instance_id.clone()).collect();
+                o.instance_hostnames = Some(aws.describe_instance_hostnames(&ids).await?);
+            }
             Need::Defenders => {
                 // Defenders report the cluster override when one is set, else the ECS cluster's name.
                 let cluster =

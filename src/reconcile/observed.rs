@@ -38,6 +38,8 @@ pub struct Observed {
     pub launch_inputs: Option<LaunchInputs>,
     pub generated: Option<GeneratedTaskDefinition>,
     pub defenders: Option<Vec<Defender>>,
+    /// EC2 instance id -> private DNS name, for Defenders the Console lists by hostname only.
+    pub instance_hostnames: Option<std::collections::BTreeMap<String, String>>,
     /// What this resource created earlier under names the spec no longer uses.
     pub stale: Option<Stale>,
     pub recorded: Recorded,
@@ -147,4 +149,6 @@ pub enum Need {
     GeneratedTaskDefinition,
     /// The Console's list of Defenders.
     Defenders,
+    /// The instances' host names (some Defenders carry no instance id).
+    InstanceHostnames,
 }

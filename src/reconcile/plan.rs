@@ -870,7 +870,12 @@ impl Planner<'_> {
                 "asking the Console which Defenders are connected",
             );
         };
-        let connected = connected_instances(defenders);
+        if defenders.iter().any(|d| d.connected && d.cloud_metadata.resource_id.is_empty())
+            && self.observed.instance_hostnames.is_none()
+        {
+            self.needs.insert(Need::InstanceHostnames);
+        }
+        let connected = connected_instances(defenders, self.observed.instance_hostnames.as_ref());
         let active = self.active_instances();
         let missing: Vec<&str> =
             active.iter().map(|ci| ci.ec2_instance_id.as_str()).filter(|id| !connected.contains(id)).collect();
@@ -1066,7 +1071,7 @@ fn running_on<'a>(o: &'a Observed, task_definition: &str) -> BTreeSet<&'a str> {
 
 /// Connected Defenders among the active instances.
 pub fn count_connected(observed: &Observed) -> Option<i32> {
-    let connected = connected_instances(observed.defenders.as_ref()?);
+    let connected = connected_instances(observed.defenders.as_ref()?, observed.instance_hostnames.as_ref());
     Some(
         observed
             .container_instances
@@ -1076,9 +1081,27 @@ pub fn count_connected(observed: &Observed) -> Option<i32> {
     )
 }
 
-/// EC2 instance ids with a connected Defender.
-fn connected_instances(defenders: &[Defender]) -> BTreeSet<&str> {
-    defenders.iter().filter(|d| d.connected).map(|d| d.cloud_metadata.resource_id.as_str()).collect()
+/// EC2 instance ids with a connected Defender: by the instance id the Defender reports, else by its
+/// host name (an instance's private DNS name, or its first label).
+fn connected_instances<'a>(
+    defenders: &'a [Defender],
+    hostnames: Option<&'a std::collections::BTreeMap<String, String>>,
+) -> BTreeSet<&'a str> {
+    let by_host = |host: &str| -> Option<&'a str> {
+        let short = |h: &str| h.split('.').next().unwrap_or_default().to_ascii_lowercase();
+        hostnames?
+            .iter()
+            .find(|(_, dns)| !dns.is_empty() && (dns.eq_ignore_ascii_case(host) || short(dns) == short(host)))
+            .map(|(id, _)| id.as_str())
+    };
+    defenders
+        .iter()
+        .filter(|d| d.connected)
+        .filter_map(|d| match d.cloud_metadata.resource_id.as_str() {
+            "" => by_host(&d.hostname),
+            id => Some(id),
+        })
+        .collect()
 }
 
 fn launch_kind(kind: WorkerKind) -> &'static str {
@@ -1776,5 +1799,25 @@ mod tests {
         let p = plan(&d, &o);
         assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"], "old family kept while in use");
         assert!(p.removing.is_some());
+    }
+
+    #[test]
+    fn defenders_known_by_hostname_only_are_matched_to_their_instances() {
+        let mut o = converged();
+        let mut ds = defenders(2);
+        for d in &mut ds {
+            d.hostname = format!("ip-10-0-0-{}.ec2.internal", d.cloud_metadata.resource_id.trim_start_matches("i-"));
+            d.cloud_metadata.resource_id.clear();
+        }
+        o.defenders = Some(ds);
+        let p = plan(&desired(), &o);
+        assert_eq!(needs(&p), [Need::InstanceHostnames]);
+        o.instance_hostnames = Some(
+            [("i-0".to_string(), "ip-10-0-0-0.ec2.internal".to_string()), ("i-1".into(), "ip-10-0-0-1.ec2.internal".into())]
+                .into(),
+        );
+        let p = plan(&desired(), &o);
+        assert_eq!(p.steps.defenders.state, StepState::Ready, "{:?}", p.steps.defenders);
+        assert_eq!(count_connected(&o), Some(2));
     }
 }
