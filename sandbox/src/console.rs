@@ -7,7 +7,10 @@
 //!   prefix, optionally over TLS with a fresh self-signed CA).
 //! - The ECS world tells it which Defenders run through [`DefenderRegistry`]: a Defender connects
 //!   only with an install bundle this Console issued.
-//! - Tests read [`ConsoleSim::requests`] and inject failures through [`ConsoleSim::faults`].
+//! - Tests read [`ConsoleSim::requests`] and inject failures through [`ConsoleSim::faults`]; other
+//!   processes do the same through the control API ([`ConsoleSim::control_url`], [`control`]).
+//! - [`ConsoleConfig::variant`] plays one of the plausible Consoles where the reference is
+//!   [inferred] ([`ConsoleVariant`]).
 //!
 //! Layout: `auth` (credentials, tokens), `bundle` (install bundles), `task_definition` (the ECS
 //! generator), `defenders` (records, filters, paging) and `faults` are pure; `server` is the IO
@@ -15,17 +18,19 @@
 
 mod auth;
 mod bundle;
+pub mod control;
 mod defenders;
 mod faults;
 mod server;
 mod task_definition;
 mod tls;
+mod variants;
 
 use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -40,6 +45,7 @@ pub use self::{
     defenders::{DEFAULT_PAGE_SIZE, Defender},
     faults::{Fault, FaultRule, Faults},
     task_definition::{CONTAINER_NAME, DEFAULT_FAMILY},
+    variants::{ConsoleVariant, DEFAULT_CLUSTER_DELAY, DEFAULT_UPGRADE_AFTER, next_version},
 };
 use self::{
     auth::TokenStore,
@@ -83,6 +89,13 @@ pub struct ConsoleConfig {
     pub max_page_size: usize,
     /// The `WS_ADDRESS` port; `None`: 443 with a path prefix (SaaS), else 8084 (self-hosted).
     pub ws_port: Option<u16>,
+    /// Which plausible Console to play where the reference is [inferred].
+    pub variant: ConsoleVariant,
+    /// [`ConsoleVariant::ClusterLate`]: how long a connected Defender's `cluster` stays empty.
+    pub cluster_delay: Duration,
+    /// [`ConsoleVariant::Upgrading`]: how long after the first generated task definition the
+    /// Console upgrades.
+    pub upgrade_after: Duration,
 }
 
 impl Default for ConsoleConfig {
@@ -99,6 +112,9 @@ impl Default for ConsoleConfig {
             projects: Vec::new(),
             max_page_size: DEFAULT_PAGE_SIZE,
             ws_port: None,
+            variant: ConsoleVariant::default(),
+            cluster_delay: DEFAULT_CLUSTER_DELAY,
+            upgrade_after: DEFAULT_UPGRADE_AFTER,
         }
     }
 }
@@ -145,11 +161,52 @@ pub(crate) struct Shared {
     requests: Mutex<VecDeque<ConsoleRequest>>,
     request_count: AtomicU64,
     faults: Faults,
+    /// The largest `limit` honoured now ([`ConsoleSim::set_max_page_size`]).
+    max_page_size: AtomicUsize,
+    /// [`ConsoleVariant::Upgrading`]: when the first task definition was generated, and whether
+    /// the upgrade happened.
+    upgrade: Mutex<(Option<Instant>, bool)>,
 }
 
 impl Shared {
     fn version(&self) -> String {
         self.version.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_version(&self, version: &str) {
+        *self.version.write().unwrap_or_else(PoisonError::into_inner) = version.to_string();
+    }
+
+    fn max_page_size(&self) -> usize {
+        self.max_page_size.load(Ordering::Relaxed)
+    }
+
+    /// [`ConsoleVariant::Upgrading`]: notes the first generation, and upgrades once its time came.
+    fn upgrade_if_due(&self, generating: bool) {
+        if self.cfg.variant != ConsoleVariant::Upgrading {
+            return;
+        }
+        let mut u = lock(&self.upgrade);
+        if generating && u.0.is_none() {
+            u.0 = Some(Instant::now());
+        }
+        if let (Some(first), false) = (u.0, u.1)
+            && first.elapsed() >= self.cfg.upgrade_after
+        {
+            u.1 = true;
+            let next = next_version(&self.version());
+            tracing::debug!(version = %next, "Console simulator upgrades itself");
+            self.set_version(&next);
+        }
+    }
+
+    /// How records render in this variant now.
+    fn rendering(&self) -> defenders::Rendering {
+        defenders::Rendering {
+            now: Utc::now(),
+            hostname_only: self.cfg.variant == ConsoleVariant::HostnameOnly,
+            unknown_fields: self.cfg.variant == ConsoleVariant::UnknownFields,
+        }
     }
 
     fn credentials_ok(&self, username: &str, password: &str) -> bool {
@@ -213,6 +270,11 @@ impl Shared {
             return false;
         }
         let now = Utc::now();
+        let cluster_visible_at = if self.cfg.variant == ConsoleVariant::ClusterLate {
+            now + chrono::Duration::from_std(self.cfg.cluster_delay).unwrap_or_default()
+        } else {
+            now
+        };
         let mut defenders = lock(&self.defenders);
         // A record is keyed by hostname; a new instance reusing a hostname takes the record over.
         defenders.retain(|x| x.hostname == d.hostname || x.instance_id != d.instance_id);
@@ -227,12 +289,16 @@ impl Shared {
             connected: true,
             last_modified: now,
             project: claims.project,
+            cluster_visible_at,
         };
         match defenders.iter_mut().find(|x| x.hostname == d.hostname) {
             Some(existing) => {
                 // `lastModified` is when connectivity last changed; a restart while connected keeps it.
                 let last_modified = if existing.connected { existing.last_modified } else { now };
-                *existing = Defender { last_modified, ..record };
+                // A reconnecting Defender's cluster is known already.
+                let cluster_visible_at =
+                    if existing.cluster == record.cluster { existing.cluster_visible_at } else { cluster_visible_at };
+                *existing = Defender { last_modified, cluster_visible_at, ..record };
             }
             None => defenders.push(record),
         }
@@ -268,6 +334,7 @@ struct ServerGuard {
 pub struct ConsoleSim {
     shared: Arc<Shared>,
     url: String,
+    control_url: String,
     _server: Arc<ServerGuard>,
 }
 
@@ -311,11 +378,36 @@ impl ConsoleSim {
             requests: Mutex::new(VecDeque::new()),
             request_count: AtomicU64::new(0),
             faults: Faults::default(),
+            max_page_size: AtomicUsize::new(cfg.max_page_size),
+            upgrade: Mutex::new((None, false)),
             cfg,
         });
         let (stop_tx, stop_rx) = watch::channel(());
+        let control = TcpListener::bind(("127.0.0.1", 0)).await.context("bind the Console's control port")?;
+        let control_url = format!("http://{}", control.local_addr()?);
+        tokio::spawn(control::serve(control, shared.clone(), stop_rx.clone()));
         tokio::spawn(server::serve(listener, shared.clone(), tls.map(|t| t.acceptor), stop_rx));
-        Ok(ConsoleSim { shared, url, _server: Arc::new(ServerGuard { _stop: stop_tx }) })
+        Ok(ConsoleSim { shared, url, control_url, _server: Arc::new(ServerGuard { _stop: stop_tx }) })
+    }
+
+    /// The control API (plain HTTP on its own 127.0.0.1 port): faults, page size, upgrades, token
+    /// expiry, the request log, for tests and scripts outside this process ([`control`]).
+    pub fn control_url(&self) -> String {
+        self.control_url.clone()
+    }
+
+    /// The variant this Console plays.
+    pub fn variant(&self) -> ConsoleVariant {
+        self.shared.cfg.variant
+    }
+
+    /// Sets the largest `limit` the Defender list honours (a small value makes clients page).
+    pub fn set_max_page_size(&self, n: usize) {
+        self.shared.max_page_size.store(n.max(1), Ordering::Relaxed);
+    }
+
+    pub fn access_keys(&self) -> &[(String, String)] {
+        &self.shared.cfg.access_keys
     }
 
     /// `scheme://127.0.0.1:port[/prefix]`, without a trailing slash: the "Path to Console".
@@ -347,7 +439,7 @@ impl ConsoleSim {
     /// Simulates a Console upgrade: `/version`, the image name and the generated task
     /// definition change; running Defenders keep their version.
     pub fn set_version(&self, version: &str) {
-        *self.shared.version.write().unwrap_or_else(PoisonError::into_inner) = version.to_string();
+        self.shared.set_version(version);
     }
 
     /// The fault rules (inject, clear, inspect).

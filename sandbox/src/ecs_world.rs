@@ -7,12 +7,25 @@
 //!   reads `ECS_CLUSTER` from the user data's `/etc/ecs/ecs.config` and registers the instance as a
 //!   container instance of that cluster once it exists (without `ECS_CLUSTER` it would join
 //!   `default`, as the real agent does; a wrong name never joins). A terminated instance's tasks stop
-//!   and its container instance is deregistered.
+//!   and its container instance is deregistered (scale-in, instance refresh, ASG delete alike); a
+//!   replacement instance boots and registers like any other.
+//! - **the network** ([`network`], rule [`Rules::network`]): the agent registers, and a Defender
+//!   connects, only from an instance that can reach the internet (a public IP and an internet
+//!   gateway route, or a NAT route). moto's default VPC has no internet gateway; the world gives it
+//!   one, as AWS's default VPC has.
 //! - **the DAEMON scheduler** ([`scheduler`]): one task of the current revision per ACTIVE container
-//!   instance, rolling updates, no tasks on DRAINING instances, tasks of deleted services stopped.
+//!   instance, rolling updates, no tasks on DRAINING instances, tasks of deleted services stopped;
+//!   with rule [`Rules::placement`], only where the agent is connected and the instance type's CPU,
+//!   memory and architecture fit ([`instance_types`]); a task that fits nowhere is a service event
+//!   ([`EcsWorld::service_events`]). Faults per cluster ([`faults`], [`control`]): images that
+//!   cannot be pulled (`CannotPullContainerError`), disconnected agents.
 //! - **the Defenders**: a RUNNING task whose task definition has `INSTALL_BUNDLE` is a Defender; it is
 //!   announced to every [`DefenderRegistry`] (the Console simulator) and withdrawn when it stops.
 
+pub mod control;
+pub mod faults;
+pub mod instance_types;
+pub mod network;
 pub mod scheduler;
 pub mod user_data;
 
@@ -24,13 +37,45 @@ use std::{
 
 use anyhow::{Context, Result};
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::types::{InstanceAttributeName, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceStateName};
 use aws_sdk_ecs::{config::Credentials, types::DesiredStatus};
 
+pub use self::faults::{ClusterFaults, ServiceEvent};
+use self::{
+    faults::WorldState,
+    instance_types::Resources,
+    network::{DEFAULT_ROUTE, Network, NoRoute},
+};
 use crate::{
     defender::{DefenderRegistry, DefenderStart},
     moto::{ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY},
 };
+
+/// The AWS rules the world plays beyond registering and scheduling. All on by default: a world
+/// more lenient than AWS proves little. Tests of unrelated parts may switch one off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Agents register and Defenders connect only from instances that reach the internet.
+    pub network: bool,
+    /// DAEMON placement checks the agent's connection, CPU, memory and architecture.
+    pub placement: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules { network: true, placement: true }
+    }
+}
+
+impl Rules {
+    /// Every rule off: the world of before issue 9 (any instance registers, any task fits).
+    pub fn lenient() -> Rules {
+        Rules { network: false, placement: false }
+    }
+}
+
+/// How long an instance waits before trying again to pull an image that failed (the agent backs off).
+const PULL_RETRY: Duration = Duration::from_secs(10);
 
 /// How to start the ECS world.
 #[derive(Clone)]
@@ -45,6 +90,8 @@ pub struct EcsWorldConfig {
     pub tick: Duration,
     /// Where Defenders connect (Console simulators).
     pub registries: Vec<Arc<dyn DefenderRegistry>>,
+    /// The AWS rules played (all on by default).
+    pub rules: Rules,
 }
 
 impl Default for EcsWorldConfig {
@@ -55,6 +102,7 @@ impl Default for EcsWorldConfig {
             boot_delay: Duration::from_secs(1),
             tick: Duration::from_millis(200),
             registries: Vec::new(),
+            rules: Rules::default(),
         }
     }
 }
@@ -73,6 +121,7 @@ impl std::fmt::Debug for EcsWorldConfig {
             .field("boot_delay", &self.boot_delay)
             .field("tick", &self.tick)
             .field("registries", &self.registries.len())
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -84,6 +133,9 @@ pub struct EcsWorld {
     task: tokio::task::JoinHandle<()>,
     registries: Registries,
     rounds: Arc<std::sync::atomic::AtomicU64>,
+    state: WorldState,
+    control_url: String,
+    control_task: tokio::task::JoinHandle<()>,
 }
 
 impl EcsWorld {
@@ -91,9 +143,11 @@ impl EcsWorld {
         crate::install_crypto_provider();
         keep_tasks_running(&cfg.moto_url).await?;
         let registries: Registries = Arc::new(Mutex::new(cfg.registries.clone()));
+        let state = WorldState::default();
+        let (control_url, control_task) = control::serve(state.clone()).await?;
         let mut regions = Vec::new();
         for r in &cfg.regions {
-            regions.push(RegionWorld::new(&cfg, r, registries.clone()).await);
+            regions.push(RegionWorld::new(&cfg, r, registries.clone(), state.clone()).await);
         }
         let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = rounds.clone();
@@ -111,7 +165,23 @@ impl EcsWorld {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        Ok(EcsWorld { task, registries, rounds })
+        Ok(EcsWorld { task, registries, rounds, state, control_url, control_task })
+    }
+
+    /// Switches faults on (or, with [`ClusterFaults::default`], off) for a cluster, in every region.
+    pub fn set_faults(&self, cluster: &str, faults: ClusterFaults) {
+        self.state.set_faults(cluster, faults);
+    }
+
+    /// The service events the world produced for a service (newest first): what ECS adds to
+    /// `DescribeServices`' `events`, e.g. a task that cannot be placed.
+    pub fn service_events(&self, region: &str, cluster: &str, service: &str) -> Vec<ServiceEvent> {
+        self.state.events(region, cluster, service)
+    }
+
+    /// The control API (faults per cluster, service events) for other processes; see [`control`].
+    pub fn control_url(&self) -> String {
+        self.control_url.clone()
     }
 
     /// Adds a place Defenders connect to (for a Console started after the world).
@@ -128,6 +198,7 @@ impl EcsWorld {
 impl Drop for EcsWorld {
     fn drop(&mut self) {
         self.task.abort();
+        self.control_task.abort();
     }
 }
 
@@ -172,12 +243,17 @@ struct Announced {
     instance_id: String,
 }
 
-/// What a task definition says about Defenders.
+/// What the world needs from a task definition: the Defender's environment, what a task
+/// reserves, where it can run, and its images.
 #[derive(Clone, Debug, Default)]
-struct DefenderEnv {
+struct TaskDefInfo {
     install_bundle: Option<String>,
     ws_address: Option<String>,
     cluster: Option<String>,
+    reserves: Resources,
+    /// `runtimePlatform.cpuArchitecture` in EC2's spelling; `None`: any.
+    architecture: Option<String>,
+    images: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -189,22 +265,42 @@ struct Ec2Info {
     availability_zone: String,
     image_id: String,
     owner: String,
+    subnet_id: String,
+    /// moto's public IP (honest only for plain RunInstances; see [`RegionWorld::launch_public_ip`]).
+    has_public_ip: bool,
+    /// `aws:ec2launchtemplate:id` / `:version` tags (set by EC2 on instances launched from a template).
+    launch_template: Option<(String, String)>,
+    /// `aws:autoscaling:groupName` tag.
+    auto_scaling_group: Option<String>,
 }
 
 struct RegionWorld {
     region: String,
     ec2: aws_sdk_ec2::Client,
     ecs: aws_sdk_ecs::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     boot_delay: Duration,
     agents: HashMap<String, Agent>,
     ec2_info: HashMap<String, Ec2Info>,
-    task_definitions: HashMap<String, DefenderEnv>,
+    task_definitions: HashMap<String, TaskDefInfo>,
     announced: HashMap<String, Announced>,
     registries: Registries,
+    rules: Rules,
+    state: WorldState,
+    /// Subnets and route tables, refreshed every round while the network rule is on.
+    network: Network,
+    /// The default VPC given an internet gateway (moto makes it without one).
+    default_vpc_done: Option<String>,
+    /// Whether each instance got a public IP at launch (decided once, as EC2 does).
+    public_ip: HashMap<String, bool>,
+    /// Instances whose last way out was lost (logged once per change).
+    unreachable: HashMap<String, String>,
+    /// (container instance, task definition) -> when its image last failed to pull.
+    pull_failed: HashMap<(String, String), Instant>,
 }
 
 impl RegionWorld {
-    async fn new(cfg: &EcsWorldConfig, region: &str, registries: Registries) -> RegionWorld {
+    async fn new(cfg: &EcsWorldConfig, region: &str, registries: Registries, state: WorldState) -> RegionWorld {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .endpoint_url(&cfg.moto_url)
@@ -215,29 +311,205 @@ impl RegionWorld {
             region: region.to_string(),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             ecs: aws_sdk_ecs::Client::new(&sdk),
+            autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             boot_delay: cfg.boot_delay,
             agents: HashMap::new(),
             ec2_info: HashMap::new(),
             task_definitions: HashMap::new(),
             announced: HashMap::new(),
             registries,
+            rules: cfg.rules,
+            state,
+            network: Network::default(),
+            default_vpc_done: None,
+            public_ip: HashMap::new(),
+            unreachable: HashMap::new(),
+            pull_failed: HashMap::new(),
         }
     }
 
     async fn round(&mut self) -> Result<()> {
+        if self.rules.network {
+            self.network_round().await?;
+        }
         self.agents_round().await?;
         let clusters = self.active_clusters().await?;
         let mut running: HashMap<String, RunningTask> = HashMap::new();
         for cluster in &clusters {
-            running.extend(self.schedule_cluster(cluster).await?);
+            // One cluster's error (a task definition moto lost, ...) must not starve the others.
+            match self.schedule_cluster(cluster).await {
+                Ok(tasks) => running.extend(tasks),
+                Err(e) => {
+                    tracing::debug!(region = %self.region, %cluster, error = %format!("{e:#}"), "scheduler round failed")
+                }
+            }
         }
+        // A Defender on an instance without a way out cannot reach the Console.
+        running.retain(|_, t| self.reaches_internet(&t.instance_id));
         self.defenders_round(&running).await;
         Ok(())
+    }
+
+    /// Refreshes subnets and route tables, and gives the default VPC its internet gateway once.
+    async fn network_round(&mut self) -> Result<()> {
+        self.ensure_default_vpc_gateway().await?;
+        let mut net = Network::default();
+        let mut token = None;
+        loop {
+            let resp = self.ec2.describe_subnets().set_next_token(token).send().await?;
+            for s in resp.subnets() {
+                let id = s.subnet_id().unwrap_or_default().to_string();
+                net.subnets.insert(
+                    id.clone(),
+                    network::Subnet {
+                        id,
+                        vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+                        map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
+                    },
+                );
+            }
+            token = resp.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut token = None;
+        loop {
+            let resp = self.ec2.describe_route_tables().set_next_token(token).send().await?;
+            for t in resp.route_tables() {
+                let default_routes = t.routes().iter().filter(|r| r.destination_cidr_block() == Some(DEFAULT_ROUTE));
+                let (mut igw, mut nat) = (false, false);
+                for r in default_routes {
+                    igw |= r.gateway_id().is_some_and(|g| g.starts_with("igw-"));
+                    nat |= r.nat_gateway_id().is_some_and(|g| !g.is_empty());
+                }
+                net.route_tables.push(network::RouteTable {
+                    id: t.route_table_id().unwrap_or_default().to_string(),
+                    vpc_id: t.vpc_id().unwrap_or_default().to_string(),
+                    main: t.associations().iter().any(|a| a.main() == Some(true)),
+                    subnet_ids: t.associations().iter().filter_map(|a| a.subnet_id()).map(str::to_string).collect(),
+                    default_to_igw: igw,
+                    default_to_nat: nat,
+                });
+            }
+            token = resp.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        self.network = net;
+        Ok(())
+    }
+
+    /// AWS's default VPC has an internet gateway and a `0.0.0.0/0` route to it in its main route
+    /// table; moto's has neither. Added once per default VPC (a test may remove them afterwards).
+    async fn ensure_default_vpc_gateway(&mut self) -> Result<()> {
+        let vpcs = self.ec2.describe_vpcs().filters(Filter::builder().name("is-default").values("true").build()).send();
+        let Some(vpc) = vpcs.await?.vpcs().first().and_then(|v| v.vpc_id()).map(str::to_string) else {
+            return Ok(());
+        };
+        if self.default_vpc_done.as_deref() == Some(vpc.as_str()) {
+            return Ok(());
+        }
+        let attached = self
+            .ec2
+            .describe_internet_gateways()
+            .filters(Filter::builder().name("attachment.vpc-id").values(&vpc).build())
+            .send()
+            .await?;
+        if attached.internet_gateways().is_empty() {
+            let igw = self.ec2.create_internet_gateway().send().await?;
+            let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string();
+            self.ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await?;
+            let tables = self
+                .ec2
+                .describe_route_tables()
+                .filters(Filter::builder().name("vpc-id").values(&vpc).build())
+                .filters(Filter::builder().name("association.main").values("true").build())
+                .send()
+                .await?;
+            for t in tables.route_tables() {
+                self.ec2
+                    .create_route()
+                    .route_table_id(t.route_table_id().unwrap_or_default())
+                    .destination_cidr_block(DEFAULT_ROUTE)
+                    .gateway_id(&igw)
+                    .send()
+                    .await?;
+            }
+            tracing::debug!(region = %self.region, %vpc, %igw, "default VPC given its internet gateway");
+        }
+        self.default_vpc_done = Some(vpc);
+        Ok(())
+    }
+
+    /// Whether an instance reaches the internet now (always, with the network rule off).
+    fn reaches_internet(&self, instance_id: &str) -> bool {
+        !self.rules.network || self.internet_access(instance_id).is_ok()
+    }
+
+    fn internet_access(&self, instance_id: &str) -> Result<(), NoRoute> {
+        let subnet = self.ec2_info.get(instance_id).map(|i| i.subnet_id.as_str()).unwrap_or_default();
+        let public = self.public_ip.get(instance_id).copied().unwrap_or(false);
+        self.network.internet_access(subnet, public)
+    }
+
+    /// Whether EC2 gave the instance a public IP at launch. moto honours `AssociatePublicIpAddress`
+    /// only on RunInstances' own network interfaces, so for instances launched from a launch
+    /// template or configuration the launch data is read here and overrides the subnet's
+    /// `MapPublicIpOnLaunch` as AWS does.
+    async fn launch_public_ip(&self, info: &Ec2Info) -> Result<bool> {
+        let subnet = self.network.subnets.get(&info.subnet_id).cloned().unwrap_or_default();
+        if let Some((id, version)) = &info.launch_template {
+            let resp =
+                self.ec2.describe_launch_template_versions().launch_template_id(id).versions(version).send().await?;
+            let explicit = resp
+                .launch_template_versions()
+                .first()
+                .and_then(|v| v.launch_template_data())
+                .and_then(|d| d.network_interfaces().iter().find(|n| n.device_index().unwrap_or(0) == 0).cloned())
+                .and_then(|n| n.associate_public_ip_address());
+            return Ok(network::public_ip_at_launch(explicit, &subnet));
+        }
+        if let Some(group) = &info.auto_scaling_group {
+            let lc = self.launch_configuration_of(group).await?;
+            // moto stores an unset AssociatePublicIpAddress of a launch configuration as false, so
+            // only `true` can be told apart: false follows the subnet (see the README's rules).
+            let explicit = lc.filter(|v| *v);
+            return Ok(network::public_ip_at_launch(explicit, &subnet));
+        }
+        Ok(info.has_public_ip)
+    }
+
+    /// The `AssociatePublicIpAddress` of a group's launch configuration, if it has one.
+    async fn launch_configuration_of(&self, group: &str) -> Result<Option<bool>> {
+        let resp = self.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await?;
+        let Some(name) = resp.auto_scaling_groups().first().and_then(|g| g.launch_configuration_name()) else {
+            return Ok(None);
+        };
+        let resp = self.autoscaling.describe_launch_configurations().launch_configuration_names(name).send().await?;
+        Ok(resp.launch_configurations().first().and_then(|l| l.associate_public_ip_address()))
     }
 
     /// The ECS agent on every instance: boot, read the user data, register; deregister on termination.
     async fn agents_round(&mut self) -> Result<()> {
         self.ec2_info = self.describe_instances().await?;
+        if self.rules.network {
+            let fresh: Vec<(String, Ec2Info)> = self
+                .ec2_info
+                .iter()
+                .filter(|(id, i)| !self.public_ip.contains_key(*id) && !i.subnet_id.is_empty())
+                .map(|(id, i)| (id.clone(), i.clone()))
+                .collect();
+            for (id, info) in fresh {
+                // Launch data deleted since (a torn-down template): the subnet's setting decides.
+                let public = match self.launch_public_ip(&info).await {
+                    Ok(p) => p,
+                    Err(_) => self.network.subnets.get(&info.subnet_id).is_some_and(|s| s.map_public_ip_on_launch),
+                };
+                self.public_ip.insert(id, public);
+            }
+        }
         let now = Instant::now();
         let ids: Vec<String> = self.ec2_info.keys().cloned().collect();
         for id in ids {
@@ -260,6 +532,9 @@ impl RegionWorld {
                     // The real agent joins `default` when ECS_CLUSTER is not set.
                     let cluster = user_data::ecs_cluster(&script).unwrap_or_else(|| "default".to_string());
                     tracing::debug!(instance = %id, %cluster, "ECS agent started");
+                    Agent::Joining { cluster }
+                }
+                Agent::Joining { cluster } if self.rules.network && !self.reachable_logged(&id) => {
                     Agent::Joining { cluster }
                 }
                 Agent::Joining { cluster } => match self.register(&cluster, &id, &info).await? {
@@ -289,6 +564,24 @@ impl RegionWorld {
         Ok(())
     }
 
+    /// Whether the instance reaches the internet; logs each change of the reason it does not.
+    fn reachable_logged(&mut self, id: &str) -> bool {
+        match self.internet_access(id) {
+            Ok(()) => {
+                self.unreachable.remove(id);
+                true
+            }
+            Err(why) => {
+                let why = why.to_string();
+                if self.unreachable.get(id) != Some(&why) {
+                    tracing::debug!(instance = %id, reason = %why, "the ECS agent cannot reach ECS");
+                    self.unreachable.insert(id.to_string(), why);
+                }
+                false
+            }
+        }
+    }
+
     async fn describe_instances(&self) -> Result<HashMap<String, Ec2Info>> {
         let mut out = HashMap::new();
         let mut token = None;
@@ -316,6 +609,11 @@ impl RegionWorld {
                                 .to_string(),
                             image_id: i.image_id().unwrap_or_default().to_string(),
                             owner: r.owner_id().unwrap_or(ACCOUNT_ID).to_string(),
+                            subnet_id: i.subnet_id().unwrap_or_default().to_string(),
+                            has_public_ip: i.public_ip_address().is_some_and(|p| !p.is_empty()),
+                            launch_template: tag(i, "aws:ec2launchtemplate:id")
+                                .zip(tag(i, "aws:ec2launchtemplate:version")),
+                            auto_scaling_group: tag(i, "aws:autoscaling:groupName"),
                         },
                     );
                 }
@@ -417,7 +715,7 @@ impl RegionWorld {
 
     /// One scheduler round in a cluster; returns its RUNNING tasks afterwards, by ARN.
     async fn schedule_cluster(&mut self, cluster: &str) -> Result<HashMap<String, RunningTask>> {
-        let ecs = &self.ecs;
+        let ecs = self.ecs.clone();
         // Services.
         let service_arns = ecs.list_services().cluster(cluster).send().await?.service_arns().to_vec();
         let mut daemons = Vec::new();
@@ -434,12 +732,19 @@ impl RegionWorld {
                     && let Some(td) = s.task_definition()
                 {
                     let task_definition = self.task_definition_arn(td).await?;
-                    daemons.push(scheduler::DaemonService { name, task_definition });
+                    let info = self.task_def_info(&task_definition).await;
+                    daemons.push(scheduler::DaemonService {
+                        name,
+                        task_definition,
+                        requires: info.reserves,
+                        architecture: info.architecture,
+                    });
                 }
             }
         }
         // Container instances.
-        let ecs = &self.ecs;
+        let faults = self.state.faults(cluster);
+        let ecs = self.ecs.clone();
         let ci_arns = ecs.list_container_instances().cluster(cluster).send().await?.container_instance_arns().to_vec();
         let mut instances = Vec::new();
         let mut ec2_of: HashMap<String, String> = HashMap::new();
@@ -452,13 +757,33 @@ impl RegionWorld {
                 .await?;
             for ci in resp.container_instances() {
                 let arn = ci.container_instance_arn().unwrap_or_default().to_string();
-                ec2_of.insert(arn.clone(), ci.ec2_instance_id().unwrap_or_default().to_string());
-                instances.push(scheduler::Instance { arn, active: ci.status() == Some("ACTIVE") });
+                let ec2_id = ci.ec2_instance_id().unwrap_or_default().to_string();
+                let instance_type = self.ec2_info.get(&ec2_id).map(|i| i.instance_type.clone()).unwrap_or_default();
+                let placement = self.rules.placement;
+                instances.push(scheduler::Instance {
+                    arn: arn.clone(),
+                    active: ci.status() == Some("ACTIVE"),
+                    connected: !placement || (!faults.agent_disconnected && self.reaches_internet(&ec2_id)),
+                    registered: if placement { instance_types::registered_resources(&instance_type) } else { None },
+                    architecture: instance_types::architecture(&instance_type).to_string(),
+                });
+                ec2_of.insert(arn, ec2_id);
             }
         }
         // Tasks.
-        let task_arns =
-            ecs.list_tasks().cluster(cluster).desired_status(DesiredStatus::Running).send().await?.task_arns().to_vec();
+        // moto matches ListTasks' cluster by substring (`saas` also lists `saassi`'s tasks); AWS
+        // lists the named cluster's only, so the world keeps the tasks whose ARN names it exactly.
+        let task_arns: Vec<String> = ecs
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::Running)
+            .send()
+            .await?
+            .task_arns()
+            .iter()
+            .filter(|arn| task_in_cluster(arn, cluster))
+            .cloned()
+            .collect();
         let mut tasks: Vec<(scheduler::Task, bool)> = Vec::new();
         for chunk in task_arns.chunks(100) {
             let resp = ecs.describe_tasks().cluster(cluster).set_tasks(Some(chunk.to_vec())).send().await?;
@@ -469,8 +794,12 @@ impl RegionWorld {
                 tasks.push(task_of(t));
             }
         }
+        for (t, _) in tasks.iter_mut() {
+            t.reserves = self.task_def_info(&t.task_definition.clone()).await.reserves;
+        }
         let plain: Vec<scheduler::Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let actions = scheduler::plan(&daemons, &active_services, &instances, &plain);
+        let ecs = self.ecs.clone();
         for action in actions {
             match action {
                 scheduler::Action::Stop { task, reason } => {
@@ -478,6 +807,12 @@ impl RegionWorld {
                     tasks.retain(|(t, _)| t.arn != task);
                 }
                 scheduler::Action::Start { service, task_definition, container_instance } => {
+                    let key = (container_instance.clone(), task_definition.clone());
+                    if faults.cannot_pull_image
+                        && self.pull_failed.get(&key).is_some_and(|at| at.elapsed() < PULL_RETRY)
+                    {
+                        continue;
+                    }
                     let resp = ecs
                         .start_task()
                         .cluster(cluster)
@@ -487,9 +822,29 @@ impl RegionWorld {
                         .started_by("ecs-svc/sandbox")
                         .send()
                         .await?;
+                    if faults.cannot_pull_image {
+                        // The agent fails to pull the image: the task stops with the agent's reason.
+                        let image =
+                            self.task_def_info(&task_definition).await.images.first().cloned().unwrap_or_default();
+                        for t in resp.tasks() {
+                            let arn = t.task_arn().unwrap_or_default();
+                            self.ecs
+                                .stop_task()
+                                .cluster(cluster)
+                                .task(arn)
+                                .reason(faults::cannot_pull(&image))
+                                .send()
+                                .await?;
+                        }
+                        self.pull_failed.insert(key, Instant::now());
+                        continue;
+                    }
                     for t in resp.tasks() {
                         tasks.push(task_of(t));
                     }
+                }
+                scheduler::Action::Unplaceable { service, message } => {
+                    self.state.add_event((self.region.clone(), cluster.to_string(), service), message);
                 }
             }
         }
@@ -512,15 +867,30 @@ impl RegionWorld {
         Ok(resp.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or(td).to_string())
     }
 
-    async fn defender_env(&mut self, task_definition: &str) -> DefenderEnv {
+    async fn task_def_info(&mut self, task_definition: &str) -> TaskDefInfo {
         if let Some(env) = self.task_definitions.get(task_definition) {
             return env.clone();
         }
         let Ok(resp) = self.ecs.describe_task_definition().task_definition(task_definition).send().await else {
-            return DefenderEnv::default();
+            return TaskDefInfo::default();
         };
-        let mut env = DefenderEnv::default();
-        for c in resp.task_definition().map(|t| t.container_definitions()).unwrap_or_default() {
+        let mut env = TaskDefInfo::default();
+        let td = resp.task_definition();
+        let containers = td.map(|t| t.container_definitions()).unwrap_or_default();
+        // ECS reserves the task-level size when set, else the sum of the containers'.
+        let parse = |v: Option<&str>| v.and_then(|x| x.trim().parse::<i64>().ok());
+        env.reserves = Resources {
+            cpu: parse(td.and_then(|t| t.cpu())).unwrap_or_else(|| containers.iter().map(|c| i64::from(c.cpu())).sum()),
+            memory: parse(td.and_then(|t| t.memory())).unwrap_or_else(|| {
+                containers.iter().map(|c| i64::from(c.memory().or(c.memory_reservation()).unwrap_or(0))).sum()
+            }),
+        };
+        env.architecture = td
+            .and_then(|t| t.runtime_platform())
+            .and_then(|p| p.cpu_architecture())
+            .map(|a| a.as_str().to_ascii_lowercase());
+        env.images = containers.iter().filter_map(|c| c.image()).map(str::to_string).collect();
+        for c in containers {
             for kv in c.environment() {
                 let value = kv.value().map(str::to_string).filter(|v| !v.is_empty());
                 match kv.name() {
@@ -551,7 +921,7 @@ impl RegionWorld {
             if self.announced.contains_key(arn) || task.instance_id.is_empty() {
                 continue;
             }
-            let env = self.defender_env(&task.task_definition).await;
+            let env = self.task_def_info(&task.task_definition).await;
             // Not a Defender (the task definition's environment is cached, so this stays cheap).
             let Some(bundle) = env.install_bundle else { continue };
             let info = self.ec2_info.get(&task.instance_id).cloned().unwrap_or_default();
@@ -575,6 +945,19 @@ impl RegionWorld {
     }
 }
 
+/// Whether a task ARN (`arn:aws:ecs:<region>:<account>:task/<cluster>/<id>`) is in `cluster`;
+/// old-format ARNs without the cluster are kept.
+fn task_in_cluster(arn: &str, cluster: &str) -> bool {
+    let resource = arn.rsplit(':').next().unwrap_or_default();
+    let parts: Vec<&str> = resource.split('/').collect();
+    parts.len() != 3 || parts[1] == cluster
+}
+
+/// The value of an instance's tag.
+fn tag(i: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
+    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string)
+}
+
 /// A RUNNING task after a scheduler round.
 #[derive(Clone, Debug)]
 struct RunningTask {
@@ -591,6 +974,7 @@ fn task_of(t: &aws_sdk_ecs::types::Task) -> (scheduler::Task, bool) {
             group: t.group().unwrap_or_default().to_string(),
             task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
             container_instance: t.container_instance_arn().unwrap_or_default().to_string(),
+            reserves: Resources::default(),
         },
         t.last_status() == Some("RUNNING"),
     )

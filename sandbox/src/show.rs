@@ -1,13 +1,38 @@
-//! `sandbox show`: a person's view of the sandbox's AWS and Console, from the variables `sandbox up`
-//! printed (AWS_ENDPOINT_URL, PRISMA_CONSOLE_URL, PRISMA_CONSOLE_USERNAME, PRISMA_CONSOLE_PASSWORD).
+//! `sandbox show`: a person's view of the sandbox's AWS (every region in SANDBOX_REGIONS) and
+//! Consoles (PRISMA_CONSOLE_*, PRISMA_CONSOLE_2_*, ...), from the variables `sandbox up` printed.
 
 use anyhow::{Context, Result};
 
+fn var(k: &str) -> Result<String> {
+    std::env::var(k).with_context(|| format!("{k} is not set; source the env file `sandbox up` wrote"))
+}
+
 pub async fn show() -> Result<()> {
     sandbox::install_crypto_provider();
-    let var =
-        |k: &str| std::env::var(k).with_context(|| format!("{k} is not set; source the env file `sandbox up` wrote"));
-    let config = sandbox::world::sdk_config(&var("AWS_ENDPOINT_URL")?).await;
+    let endpoint = var("AWS_ENDPOINT_URL")?;
+    let regions = std::env::var("SANDBOX_REGIONS")
+        .or_else(|_| std::env::var("AWS_REGION"))
+        .unwrap_or_else(|_| sandbox::world::REGION.to_string());
+    for region in regions.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        show_region(&endpoint, region).await?;
+    }
+    show_gate().await?;
+    let mut n = 1;
+    loop {
+        let prefix = if n == 1 { "PRISMA_CONSOLE".to_string() } else { format!("PRISMA_CONSOLE_{n}") };
+        if std::env::var(format!("{prefix}_URL")).is_err() {
+            if n == 1 {
+                var("PRISMA_CONSOLE_URL")?;
+            }
+            return Ok(());
+        }
+        show_console(&prefix).await?;
+        n += 1;
+    }
+}
+
+async fn show_region(endpoint: &str, region: &str) -> Result<()> {
+    let config = sandbox::world::sdk_config_in(endpoint, region).await;
     let ecs = aws_sdk_ecs::Client::new(&config);
     let asg = aws_sdk_autoscaling::Client::new(&config);
     let ec2 = aws_sdk_ec2::Client::new(&config);
@@ -71,7 +96,10 @@ pub async fn show() -> Result<()> {
     for arn in ecs.list_task_definitions().send().await?.task_definition_arns() {
         println!("  task definition {}", arn.rsplit('/').next().unwrap_or_default());
     }
+    Ok(())
+}
 
+async fn show_gate() -> Result<()> {
     if let Ok(gate) = std::env::var("SANDBOX_GATE_URL") {
         let calls: Vec<serde_json::Value> =
             reqwest::get(format!("{gate}/calls")).await?.error_for_status()?.json().await?;
@@ -88,16 +116,21 @@ pub async fn show() -> Result<()> {
         );
     }
 
-    let url = var("PRISMA_CONSOLE_URL")?;
+    Ok(())
+}
+
+async fn show_console(prefix: &str) -> Result<()> {
+    let var = |k: &str| var(&format!("{prefix}_{k}"));
+    let url = var("URL")?;
     println!("Prisma Cloud Console simulator ({url})");
     let mut http = reqwest::Client::builder();
-    if let Ok(ca) = std::env::var("PRISMA_CONSOLE_CA_FILE") {
+    if let Ok(ca) = var("CA_FILE") {
         http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
     }
     let defenders: Vec<serde_json::Value> = http
         .build()?
         .get(format!("{url}/api/v1/defenders?limit=50"))
-        .basic_auth(var("PRISMA_CONSOLE_USERNAME")?, Some(var("PRISMA_CONSOLE_PASSWORD")?))
+        .basic_auth(var("USERNAME")?, Some(var("PASSWORD")?))
         .send()
         .await?
         .error_for_status()?

@@ -1,6 +1,9 @@
 //! The whole test world started together, as tests and `sandbox up` use it: the control plane,
-//! moto behind the AWS gate, the ECS world playing the instances, and a Console simulator whose
-//! Defenders the ECS world connects.
+//! moto behind the AWS gate, the ECS world playing the instances in every region asked for, and one
+//! or more Console simulators whose Defenders the ECS world connects.
+//!
+//! The ECS world's AWS rules ([`Rules`]) are all on by default: tests run against a world as strict
+//! as AWS unless they say otherwise.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -10,11 +13,12 @@ use tempfile::TempDir;
 use crate::{
     console::{ConsoleConfig, ConsoleSim},
     control_plane::ControlPlane,
-    ecs_world::{EcsWorld, EcsWorldConfig},
+    ecs_world::{EcsWorld, EcsWorldConfig, Rules},
     gate::{Gate, GateConfig},
     moto::{self, Moto},
 };
 
+/// The default region (the first of [`SandboxOptions::regions`] unless set).
 pub const REGION: &str = "us-east-1";
 
 /// What to start. Tests that need only AWS or only Kubernetes can skip the rest.
@@ -27,6 +31,13 @@ pub struct SandboxOptions {
     pub console: Option<ConsoleConfig>,
     /// How long an instance takes to boot and register.
     pub boot_delay: Duration,
+    /// More Console simulators besides `console` (the env file numbers them from 2).
+    pub extra_consoles: Vec<ConsoleConfig>,
+    /// The regions the ECS world plays (instances elsewhere never register); the first is
+    /// `AWS_REGION` in the env file.
+    pub regions: Vec<String>,
+    /// The AWS rules the ECS world plays; all on by default.
+    pub rules: Rules,
 }
 
 impl Default for SandboxOptions {
@@ -36,6 +47,9 @@ impl Default for SandboxOptions {
             aws: true,
             console: Some(ConsoleConfig::default()),
             boot_delay: Duration::from_secs(1),
+            extra_consoles: Vec::new(),
+            regions: vec![REGION.to_string()],
+            rules: Rules::default(),
         }
     }
 }
@@ -45,6 +59,9 @@ pub struct Sandbox {
     // Drop order: the loops that call others first, the processes last.
     pub ecs_world: Option<EcsWorld>,
     pub console: Option<ConsoleSim>,
+    /// Every Console simulator, `console` first.
+    pub consoles: Vec<ConsoleSim>,
+    regions: Vec<String>,
     pub gate: Option<Gate>,
     pub moto: Option<Moto>,
     pub control_plane: Option<ControlPlane>,
@@ -61,23 +78,36 @@ impl Sandbox {
             async { if opts.aws { Moto::start(dir.path()).await.map(Some) } else { Ok(None) } },
         );
         let (control_plane, moto) = (control_plane?, moto?);
-        let console = match &opts.console {
-            Some(cfg) => Some(ConsoleSim::start(cfg.clone()).await?),
-            None => None,
-        };
+        let mut consoles = Vec::new();
+        for cfg in opts.console.iter().chain(&opts.extra_consoles) {
+            consoles.push(ConsoleSim::start(cfg.clone()).await?);
+        }
+        let console = opts.console.as_ref().map(|_| consoles[0].clone());
+        let regions = if opts.regions.is_empty() { vec![REGION.to_string()] } else { opts.regions.clone() };
         let (gate, ecs_world) = match &moto {
             Some(m) => {
                 let gate = Gate::start(GateConfig::new(m.url())).await?;
                 let mut cfg = EcsWorldConfig::new(m.url());
                 cfg.boot_delay = opts.boot_delay;
-                if let Some(c) = &console {
+                cfg.regions = regions.clone();
+                cfg.rules = opts.rules;
+                for c in &consoles {
                     cfg.registries.push(Arc::new(c.clone()));
                 }
                 (Some(gate), Some(EcsWorld::start(cfg).await?))
             }
             None => (None, None),
         };
-        Ok(Sandbox { ecs_world, console, gate, moto, control_plane, dir })
+        Ok(Sandbox { ecs_world, console, consoles, regions, gate, moto, control_plane, dir })
+    }
+
+    /// The regions the ECS world plays, the default first.
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
+    pub fn ecs_world(&self) -> &EcsWorld {
+        self.ecs_world.as_ref().expect("sandbox started without AWS")
     }
 
     pub fn control_plane(&self) -> &ControlPlane {
@@ -110,37 +140,54 @@ impl Sandbox {
         self.dir.path()
     }
 
-    /// Everything a person or tool needs to use this world, as environment variables.
-    pub fn env(&self) -> Result<BTreeMap<&'static str, String>> {
+    /// Everything a person or tool needs to use this world, as environment variables. The first
+    /// Console is `PRISMA_CONSOLE_*`, the next `PRISMA_CONSOLE_2_*`, and so on.
+    pub fn env(&self) -> Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
         if let Some(cp) = &self.control_plane {
-            env.insert("KUBECONFIG", cp.kubeconfig().display().to_string());
+            env.insert("KUBECONFIG".into(), cp.kubeconfig().display().to_string());
         }
         if let Some(gate) = &self.gate {
-            env.insert("AWS_ENDPOINT_URL", gate.url());
-            env.insert("AWS_REGION", REGION.to_string());
-            env.insert("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY_ID.to_string());
-            env.insert("AWS_SECRET_ACCESS_KEY", moto::SECRET_ACCESS_KEY.to_string());
-            env.insert("SANDBOX_GATE_URL", gate.control_url());
+            env.insert("AWS_ENDPOINT_URL".into(), gate.url());
+            env.insert("AWS_REGION".into(), self.regions[0].clone());
+            env.insert("AWS_ACCESS_KEY_ID".into(), moto::ACCESS_KEY_ID.to_string());
+            env.insert("AWS_SECRET_ACCESS_KEY".into(), moto::SECRET_ACCESS_KEY.to_string());
+            env.insert("SANDBOX_GATE_URL".into(), gate.control_url());
+            env.insert("SANDBOX_REGIONS".into(), self.regions.join(","));
         }
-        if let Some(c) = &self.console {
-            env.insert("PRISMA_CONSOLE_URL", c.url());
-            env.insert("PRISMA_CONSOLE_USERNAME", c.username().to_string());
-            env.insert("PRISMA_CONSOLE_PASSWORD", c.password().to_string());
+        if let Some(w) = &self.ecs_world {
+            env.insert("SANDBOX_ECS_WORLD_URL".into(), w.control_url());
+        }
+        for (i, c) in self.consoles.iter().enumerate() {
+            let prefix = if i == 0 { "PRISMA_CONSOLE".to_string() } else { format!("PRISMA_CONSOLE_{}", i + 1) };
+            env.insert(format!("{prefix}_URL"), c.url());
+            env.insert(format!("{prefix}_USERNAME"), c.username().to_string());
+            env.insert(format!("{prefix}_PASSWORD"), c.password().to_string());
+            env.insert(format!("{prefix}_CONTROL_URL"), c.control_url());
+            if let Some((id, secret)) = c.access_keys().first() {
+                env.insert(format!("{prefix}_ACCESS_KEY_ID"), id.clone());
+                env.insert(format!("{prefix}_SECRET_KEY"), secret.clone());
+            }
             if let Some(pem) = c.ca_pem() {
-                let path = self.dir.path().join("console-ca.pem");
+                let name = if i == 0 { "console-ca.pem".to_string() } else { format!("console-{}-ca.pem", i + 1) };
+                let path = self.dir.path().join(name);
                 std::fs::write(&path, pem)?;
-                env.insert("PRISMA_CONSOLE_CA_FILE", path.display().to_string());
+                env.insert(format!("{prefix}_CA_FILE"), path.display().to_string());
             }
         }
         Ok(env)
     }
 }
 
-/// An AWS SDK config for `endpoint` with the sandbox's credentials.
+/// An AWS SDK config for `endpoint` with the sandbox's credentials, in the default region.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, REGION).await
+}
+
+/// An AWS SDK config for `endpoint` with the sandbox's credentials, in `region`.
+pub async fn sdk_config_in(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
+        .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_ecs::config::Credentials::new(
             moto::ACCESS_KEY_ID,

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use reqwest::{Method, StatusCode};
 use sandbox::{
-    console::{AuthKind, CENTRAL_CONSOLE, CONTAINER_NAME, ConsoleConfig, ConsoleSim, DEFAULT_FAMILY, Fault, FaultRule},
+    console::{
+        AuthKind, CENTRAL_CONSOLE, CONTAINER_NAME, ConsoleConfig, ConsoleSim, ConsoleVariant, DEFAULT_FAMILY, Fault,
+        FaultRule,
+    },
     defender::{DefenderRegistry, DefenderStart},
 };
 use serde_json::{Value, json};
@@ -765,4 +768,186 @@ async fn server_stops_when_the_last_handle_drops() {
         assert!(Instant::now() < deadline, "the server still answers after the last handle dropped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The Defender list as one call returns it (token auth).
+async fn list(http: &reqwest::Client, sim: &ConsoleSim, token: &str, query: &str) -> (usize, Vec<Value>) {
+    let (status, headers, body) = get(http, &format!("{}/api/v1/defenders?{query}", sim.url()), token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let total = headers["Total-Count"].to_str().unwrap().parse().unwrap();
+    (total, body.as_array().cloned().unwrap_or_default())
+}
+
+/// A Console of `variant` with one connected Defender from a generated task definition.
+async fn variant_with_one_defender(variant: ConsoleVariant) -> (ConsoleSim, reqwest::Client, String, Value) {
+    let sim = start(ConsoleConfig {
+        variant,
+        cluster_delay: Duration::from_millis(1500),
+        upgrade_after: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let http = client();
+    let token = login(&http, &sim).await;
+    let td = ecs_task(&http, &sim, &token, json!({"consoleAddr": "127.0.0.1"})).await;
+    assert!(sim.defender_started(&defender(&env_of(&td, "INSTALL_BUNDLE"), 1, "prod")));
+    (sim, http, token, td)
+}
+
+#[tokio::test]
+async fn variant_cluster_late_shows_an_empty_cluster_for_a_while() {
+    let (sim, http, token, _) = variant_with_one_defender(ConsoleVariant::ClusterLate).await;
+    let (total, all) = list(&http, &sim, &token, "").await;
+    assert_eq!((total, all[0]["cluster"].as_str()), (1, Some("")), "{all:?}");
+    assert_eq!(list(&http, &sim, &token, "cluster=prod").await.0, 0, "a cluster filter misses it meanwhile");
+    assert_eq!(all[0]["cloudMetadata"]["resourceID"], "i-00000000000000001", "found by instance id without the filter");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (total, all) = list(&http, &sim, &token, "cluster=prod").await;
+    assert_eq!((total, all[0]["cluster"].as_str()), (1, Some("prod")));
+}
+
+#[tokio::test]
+async fn variant_hostname_only_has_no_resource_id() {
+    let (sim, http, token, _) = variant_with_one_defender(ConsoleVariant::HostnameOnly).await;
+    let (_, all) = list(&http, &sim, &token, "").await;
+    assert!(all[0]["cloudMetadata"].get("resourceID").is_none(), "{}", all[0]);
+    assert_eq!(all[0]["hostname"], "ip-10-0-0-1.ec2.internal");
+    assert_eq!(all[0]["cluster"], "prod");
+}
+
+#[tokio::test]
+async fn variant_fresh_bundle_differs_on_every_generation_and_still_connects() {
+    let (sim, http, token, td1) = variant_with_one_defender(ConsoleVariant::FreshBundle).await;
+    let td2 = ecs_task(&http, &sim, &token, json!({"consoleAddr": "127.0.0.1"})).await;
+    assert_ne!(env_of(&td1, "INSTALL_BUNDLE"), env_of(&td2, "INSTALL_BUNDLE"));
+    assert_ne!(td1, td2, "the same request, another document");
+    assert!(sim.defender_started(&defender(&env_of(&td2, "INSTALL_BUNDLE"), 2, "prod")));
+    // The documented Console gives the same bundle for the same version.
+    let plain = start(ConsoleConfig::default()).await;
+    let t = login(&http, &plain).await;
+    let a = ecs_task(&http, &plain, &t, json!({"consoleAddr": "127.0.0.1"})).await;
+    let b = ecs_task(&http, &plain, &t, json!({"consoleAddr": "127.0.0.1"})).await;
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn variant_upgrading_changes_version_image_and_bundle_once() {
+    let (sim, http, token, td1) = variant_with_one_defender(ConsoleVariant::Upgrading).await;
+    let (_, _, v1) = get(&http, &format!("{}/api/v1/version", sim.url()), &token).await;
+    assert_eq!(v1, json!("34.03.138"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, _, v2) = get(&http, &format!("{}/api/v1/version", sim.url()), &token).await;
+    assert_eq!(v2, json!("34.03.139"), "upgraded after upgrade_after");
+    let td2 = ecs_task(&http, &sim, &token, json!({"consoleAddr": "127.0.0.1"})).await;
+    assert_ne!(td1["containerDefinitions"][0]["image"], td2["containerDefinitions"][0]["image"]);
+    assert_ne!(env_of(&td1, "INSTALL_BUNDLE"), env_of(&td2, "INSTALL_BUNDLE"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sim.version(), "34.03.139", "only once");
+}
+
+#[tokio::test]
+async fn variant_unknown_fields_adds_fields_our_types_do_not_know() {
+    let (sim, http, token, td) = variant_with_one_defender(ConsoleVariant::UnknownFields).await;
+    assert!(td["containerDefinitions"][0]["ulimits"].is_array(), "{td}");
+    let (_, all) = list(&http, &sim, &token, "").await;
+    assert_eq!(all[0]["agentlessScanEnabled"], false);
+    assert!(all[0]["cloudMetadata"]["tags"].is_array());
+    let (_, _, certs) = get(&http, &format!("{}/api/v1/settings/certs", sim.url()), &token).await;
+    assert!(certs["consoleCustomCerts"].is_object());
+    assert_eq!(ConsoleVariant::ALL.len(), 6);
+}
+
+#[tokio::test]
+async fn small_pages_on_switch_from_rust_and_over_http() {
+    let sim = start(ConsoleConfig::default()).await;
+    let http = client();
+    let token = login(&http, &sim).await;
+    let bundle = sim.install_bundle(CENTRAL_CONSOLE);
+    for n in 0..5 {
+        assert!(sim.defender_started(&defender(&bundle, n, "c")));
+    }
+    assert_eq!(list(&http, &sim, &token, "limit=50").await.1.len(), 5);
+    sim.set_max_page_size(2);
+    let (total, page) = list(&http, &sim, &token, "limit=50").await;
+    assert_eq!((total, page.len()), (5, 2), "the limit is clamped; Total-Count still counts all");
+    // Paging as the python SDK does: offset until Total-Count.
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (total, page) = list(&http, &sim, &token, &format!("limit=50&offset={offset}")).await;
+        seen.extend(page.iter().map(|d| d["hostname"].as_str().unwrap().to_string()));
+        offset += page.len();
+        if page.is_empty() || offset >= total {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let control = sim.control_url();
+    let resp = http.put(format!("{control}/page-size")).json(&json!({"maxPageSize": 1})).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(list(&http, &sim, &token, "").await.1.len(), 1);
+    let v: Value = http.get(format!("{control}/page-size")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v, json!({"maxPageSize": 1}));
+}
+
+#[tokio::test]
+async fn faults_by_route_and_probability_over_the_control_api() {
+    let sim = start(ConsoleConfig::default()).await;
+    let http = client();
+    let token = login(&http, &sim).await;
+    let control = sim.control_url();
+    // Half the Defender-list calls fail; other routes are untouched.
+    let resp = http
+        .post(format!("{control}/faults"))
+        .json(&json!({"endpoint": "defenders", "fault": "serverError", "rate": 0.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (mut failed, mut ok) = (0, 0);
+    for _ in 0..200 {
+        let (status, _, _) = get(&http, &format!("{}/api/v1/defenders", sim.url()), &token).await;
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::INTERNAL_SERVER_ERROR => failed += 1,
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!((60..=140).contains(&failed), "about half fail: {failed} failed, {ok} ok");
+    for _ in 0..20 {
+        assert_eq!(get(&http, &format!("{}/api/v1/version", sim.url()), &token).await.0, StatusCode::OK);
+    }
+    let rules: Value = http.get(format!("{control}/faults")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rules, json!([{"endpoint": "defenders", "fault": "serverError", "rate": 0.5}]));
+    // The log says which calls met the fault, also over HTTP.
+    let log: Value =
+        http.get(format!("{control}/requests?endpoint=defenders")).send().await.unwrap().json().await.unwrap();
+    let hit = log.as_array().unwrap().iter().filter(|r| r["faults"] == json!(["serverError"])).count();
+    assert_eq!(hit, failed);
+    assert_eq!(http.delete(format!("{control}/faults")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(get(&http, &format!("{}/api/v1/defenders", sim.url()), &token).await.0, StatusCode::OK);
+
+    // Counted 429s with Retry-After, a Console upgrade and expired tokens, from outside.
+    http.post(format!("{control}/faults"))
+        .json(&json!([{"endpoint": "ecs-task.json", "fault": {"tooManyRequests": {"retryAfter": 2}}, "remaining": 1}]))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, _) = call(
+        &http,
+        Method::POST,
+        &format!("{}/api/v1/defenders/ecs-task.json", sim.url()),
+        &token,
+        Some(json!({"consoleAddr": "127.0.0.1"})),
+    )
+    .await;
+    assert_eq!((status, headers["retry-after"].to_str().unwrap()), (StatusCode::TOO_MANY_REQUESTS, "2"));
+    http.put(format!("{control}/version")).json(&json!({"version": "34.04.100"})).send().await.unwrap();
+    assert_eq!(sim.version(), "34.04.100");
+    http.post(format!("{control}/expire-tokens")).send().await.unwrap();
+    assert_eq!(get(&http, &format!("{}/api/v1/version", sim.url()), &token).await.0, StatusCode::UNAUTHORIZED);
+    // The Rust API takes the same rules.
+    sim.faults().inject(FaultRule::on("version", Fault::ServerError).rate(1.0).times(1));
+    let t = login(&http, &sim).await;
+    assert_eq!(get(&http, &format!("{}/api/v1/version", sim.url()), &t).await.0, StatusCode::INTERNAL_SERVER_ERROR);
 }

@@ -1,7 +1,10 @@
 //! The ECS world end to end, through the gate as the operator sees it: an Auto Scaling group whose
 //! user data names the cluster yields registered container instances; a DAEMON service runs one
 //! Defender per instance, connected in the Console simulator; a new revision rolls onto every
-//! instance; wrong user data leaves the cluster empty.
+//! instance; wrong user data leaves the cluster empty. The strict rules (issue 9): only instances
+//! that reach the internet register; placement honours memory and the agent; images that cannot
+//! be pulled stop tasks; terminated instances leave and their replacements join; clusters whose
+//! names share a prefix do not see each other's tasks.
 
 mod common;
 
@@ -12,13 +15,15 @@ use std::{
 };
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use aws_sdk_ec2::types::{
+    Filter, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, RequestLaunchTemplateData,
+};
 use aws_sdk_ecs::types::{ContainerInstanceStatus, SchedulingStrategy};
 use common::*;
 use sandbox::{
     console::{ConsoleConfig, ConsoleSim},
     defender::{DefenderRegistry, DefenderStart},
-    ecs_world::{EcsWorld, EcsWorldConfig},
+    ecs_world::{ClusterFaults, EcsWorld, EcsWorldConfig},
 };
 
 const CLUSTER: &str = "pc-ecs-cluster";
@@ -61,30 +66,112 @@ async fn world(env: &Env, registries: Vec<Arc<dyn DefenderRegistry>>) -> EcsWorl
 
 /// A launch template with `user_data` (base64) and an Auto Scaling group of `size` instances on it.
 async fn workers(env: &Env, name: &str, user_data: &str, size: i32) {
-    env.ec2
-        .create_launch_template()
-        .launch_template_name(name)
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .image_id(AMI)
-                .instance_type("t2.medium".into())
-                .user_data(user_data)
-                .build(),
-        )
+    Workers::new(name, user_data, size).create(env).await;
+}
+
+/// Worker nodes as the operator makes them, with the knobs the strict rules look at.
+struct Workers {
+    name: String,
+    user_data: String,
+    size: i32,
+    instance_type: &'static str,
+    /// The launch template's `AssociatePublicIpAddress` (unset: the subnet decides).
+    public_ip: Option<bool>,
+    /// `None`: an availability zone of the default VPC.
+    subnet: Option<String>,
+}
+
+impl Workers {
+    fn new(name: &str, user_data: &str, size: i32) -> Workers {
+        Workers {
+            name: name.into(),
+            user_data: user_data.into(),
+            size,
+            instance_type: "t2.medium",
+            public_ip: None,
+            subnet: None,
+        }
+    }
+
+    async fn create(&self, env: &Env) {
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(AMI)
+            .instance_type(self.instance_type.into())
+            .user_data(&self.user_data);
+        if let Some(p) = self.public_ip {
+            data = data.network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(p)
+                    .build(),
+            );
+        }
+        env.ec2
+            .create_launch_template()
+            .launch_template_name(&self.name)
+            .launch_template_data(data.build())
+            .send()
+            .await
+            .expect("CreateLaunchTemplate");
+        let mut asg = env
+            .asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(&self.name)
+            .launch_template(
+                LaunchTemplateSpecification::builder().launch_template_name(&self.name).version("$Latest").build(),
+            )
+            .min_size(1)
+            .max_size(self.size)
+            .desired_capacity(self.size);
+        asg = match &self.subnet {
+            Some(s) => asg.vpc_zone_identifier(s),
+            None => asg.availability_zones("us-east-1a"),
+        };
+        asg.send().await.expect("CreateAutoScalingGroup");
+    }
+}
+
+/// Waits `n` rounds of the world (enough for every agent to boot and try to register).
+async fn rounds(world: &EcsWorld, n: u64) {
+    let start = world.rounds();
+    wait_for(TIMEOUT, "rounds of the ECS world", || async { (world.rounds() >= start + n).then_some(()) }).await;
+}
+
+/// The DAEMON service `pc-defender` on the Console's task definition.
+async fn defender_service(env: &Env, console: &ConsoleSim, cluster: &str) {
+    console_task_definition(env, console, "").await;
+    env.ecs
+        .create_service()
+        .cluster(cluster)
+        .service_name("pc-defender")
+        .task_definition("pc-defender")
+        .scheduling_strategy(SchedulingStrategy::Daemon)
         .send()
         .await
-        .expect("CreateLaunchTemplate");
-    env.asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .launch_template(LaunchTemplateSpecification::builder().launch_template_name(name).version("$Latest").build())
-        .availability_zones("us-east-1a")
-        .min_size(1)
-        .max_size(size)
-        .desired_capacity(size)
-        .send()
-        .await
-        .expect("CreateAutoScalingGroup");
+        .expect("CreateService");
+}
+
+/// (container instance, last status, stopped reason) of every task of `cluster` moto holds.
+async fn all_tasks(env: &Env, cluster: &str) -> Vec<(String, String, String)> {
+    let mut arns = Vec::new();
+    for status in [aws_sdk_ecs::types::DesiredStatus::Running, aws_sdk_ecs::types::DesiredStatus::Stopped] {
+        let resp = env.moto_ecs.list_tasks().cluster(cluster).desired_status(status).send().await.unwrap();
+        arns.extend(resp.task_arns().iter().filter(|a| a.contains(&format!("/{cluster}/"))).cloned());
+    }
+    if arns.is_empty() {
+        return vec![];
+    }
+    let resp = env.moto_ecs.describe_tasks().cluster(cluster).set_tasks(Some(arns)).send().await.unwrap();
+    resp.tasks()
+        .iter()
+        .map(|t| {
+            (
+                t.container_instance_arn().unwrap_or_default().to_string(),
+                t.last_status().unwrap_or_default().to_string(),
+                t.stopped_reason().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 async fn asg_instance_ids(env: &Env, name: &str) -> BTreeSet<String> {
@@ -351,4 +438,315 @@ async fn wrong_user_data_never_joins_the_cluster() {
     })
     .await;
     assert!(container_instances(&env, CLUSTER).await.is_empty());
+}
+
+#[tokio::test]
+async fn only_instances_that_reach_the_internet_register() {
+    let env = start().await;
+    let world = world(&env, vec![]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+
+    // The default VPC, the launch template silent: the subnet's MapPublicIpOnLaunch gives a public
+    // IP and the default VPC's internet gateway a way out. An explicit `false` (what the operator
+    // used to send) leaves the instance without one: the default VPC has no NAT.
+    Workers::new("public", &user_data_for(CLUSTER), 1).create(&env).await;
+    Workers { public_ip: Some(false), ..Workers::new("private", &user_data_for(CLUSTER), 1) }.create(&env).await;
+    let public = asg_instance_ids(&env, "public").await;
+    let registered = wait_for(TIMEOUT, "the public instance to register", || async {
+        Some(container_instances(&env, CLUSTER).await).filter(|c| !c.is_empty())
+    })
+    .await;
+    assert_eq!(registered, public);
+    rounds(&world, 10).await;
+    assert_eq!(container_instances(&env, CLUSTER).await, public, "the instance without a public IP never registers");
+
+    // moto's default VPC now looks as AWS makes it: an internet gateway and a default route to it.
+    let vpc = env.ec2.describe_vpcs().filters(Filter::builder().name("is-default").values("true").build()).send().await;
+    let vpc = vpc.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    let igws = env
+        .ec2
+        .describe_internet_gateways()
+        .filters(Filter::builder().name("attachment.vpc-id").values(&vpc).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(igws.internet_gateways().len(), 1);
+
+    // A private subnet of a new VPC: a public IP is no help without a route out; a NAT route is.
+    let new_vpc = env.ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap();
+    let new_vpc = new_vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = env
+        .ec2
+        .create_subnet()
+        .vpc_id(&new_vpc)
+        .cidr_block("10.0.1.0/24")
+        .availability_zone("us-east-1b")
+        .send()
+        .await
+        .unwrap();
+    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    Workers {
+        public_ip: Some(true),
+        subnet: Some(subnet.clone()),
+        ..Workers::new("isolated", &user_data_for(CLUSTER), 1)
+    }
+    .create(&env)
+    .await;
+    let isolated = asg_instance_ids(&env, "isolated").await;
+    rounds(&world, 10).await;
+    assert_eq!(container_instances(&env, CLUSTER).await, public, "no route out of the new VPC");
+
+    let eip = env.ec2.allocate_address().send().await.unwrap().allocation_id().unwrap().to_string();
+    let nat = env.ec2.create_nat_gateway().subnet_id(&subnet).allocation_id(eip).send().await.unwrap();
+    let nat = nat.nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+    let tables = env
+        .ec2
+        .describe_route_tables()
+        .filters(Filter::builder().name("vpc-id").values(&new_vpc).build())
+        .send()
+        .await
+        .unwrap();
+    let main = tables.route_tables()[0].route_table_id().unwrap().to_string();
+    env.ec2
+        .create_route()
+        .route_table_id(main)
+        .destination_cidr_block("0.0.0.0/0")
+        .nat_gateway_id(nat)
+        .send()
+        .await
+        .unwrap();
+    let want: BTreeSet<String> = public.union(&isolated).cloned().collect();
+    wait_for(TIMEOUT, "the instance behind the NAT to register", || async {
+        (container_instances(&env, CLUSTER).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_defender_whose_instance_loses_its_way_out_disconnects() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let world = world(&env, vec![Arc::new(console.clone())]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 1).await;
+    defender_service(&env, &console, CLUSTER).await;
+    wait_for(TIMEOUT, "a connected Defender", || async {
+        (connected_in_console(&console).await.len() == 1).then_some(())
+    })
+    .await;
+    // Someone deletes the default VPC's route to its internet gateway.
+    let tables = env.ec2.describe_route_tables().send().await.unwrap();
+    let main = tables
+        .route_tables()
+        .iter()
+        .find(|t| t.routes().iter().any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw-"))))
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    env.ec2.delete_route().route_table_id(&main).destination_cidr_block("0.0.0.0/0").send().await.unwrap();
+    wait_for(TIMEOUT, "the Defender to disconnect", || async {
+        connected_in_console(&console).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(console.defenders().len(), 1, "known, disconnected");
+    rounds(&world, 3).await;
+    assert!(connected_in_console(&console).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_defender_too_big_for_the_instance_is_a_service_event() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let world = world(&env, vec![Arc::new(console.clone())]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    // A t2.nano registers less than the 512 MiB the Console's task definition asks for.
+    Workers { instance_type: "t2.nano", ..Workers::new("nano", &user_data_for(CLUSTER), 1) }.create(&env).await;
+    wait_for(TIMEOUT, "the nano to register", || async {
+        (container_instances(&env, CLUSTER).await.len() == 1).then_some(())
+    })
+    .await;
+    defender_service(&env, &console, CLUSTER).await;
+    let events = wait_for(TIMEOUT, "an event about placement", || async {
+        Some(world.service_events("us-east-1", CLUSTER, "pc-defender")).filter(|e| !e.is_empty())
+    })
+    .await;
+    let msg = &events[0].message;
+    assert!(
+        msg.starts_with(
+            "service pc-defender was unable to place a task because no container instance met all of its requirements. \
+             The closest matching container-instance "
+        ) && msg.contains(" has insufficient memory available."),
+        "{msg}"
+    );
+    assert!(all_tasks(&env, CLUSTER).await.is_empty(), "nothing started");
+    // The same over the control API, for other processes.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let v: serde_json::Value = http
+        .get(format!("{}/events?cluster={CLUSTER}&service=pc-defender", world.control_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v[0]["events"][0]["message"], msg.as_str());
+    rounds(&world, 5).await;
+    assert_eq!(world.service_events("us-east-1", CLUSTER, "pc-defender").len(), 1, "duplicates are omitted");
+
+    // A bigger instance gets the Defender; the nano still gets none.
+    workers(&env, "medium", &user_data_for(CLUSTER), 1).await;
+    let medium = asg_instance_ids(&env, "medium").await;
+    wait_for(TIMEOUT, "a Defender on the medium instance only", || async {
+        let c = connected_in_console(&console).await;
+        (c.len() == 1 && c.iter().all(|(i, _)| medium.contains(i))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_stops_the_task_with_the_agents_reason() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let world = world(&env, vec![Arc::new(console.clone())]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 1).await;
+    wait_for(TIMEOUT, "a container instance", || async {
+        (container_instances(&env, CLUSTER).await.len() == 1).then_some(())
+    })
+    .await;
+    // Switched on over the control API, as a test in another process would.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = http
+        .put(format!("{}/faults/{CLUSTER}", world.control_url()))
+        .json(&serde_json::json!({"cannotPullImage": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    defender_service(&env, &console, CLUSTER).await;
+    let stopped = wait_for(TIMEOUT, "a stopped task", || async {
+        let tasks = all_tasks(&env, CLUSTER).await;
+        tasks.into_iter().find(|(_, status, _)| status == "STOPPED")
+    })
+    .await;
+    assert!(stopped.2.starts_with("CannotPullContainerError: "), "{stopped:?}");
+    assert!(stopped.2.contains("registry-auth.twistlock.com"), "names the image: {stopped:?}");
+    assert!(connected_in_console(&console).await.is_empty());
+    // Off again (Rust API): the Defender runs.
+    world.set_faults(CLUSTER, ClusterFaults::default());
+    wait_for(Duration::from_secs(30), "the Defender after the fault", || async {
+        (connected_in_console(&console).await.len() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_disconnected_agent_gets_no_new_task() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let world = world(&env, vec![Arc::new(console.clone())]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 1).await;
+    wait_for(TIMEOUT, "a container instance", || async {
+        (container_instances(&env, CLUSTER).await.len() == 1).then_some(())
+    })
+    .await;
+    world.set_faults(CLUSTER, ClusterFaults { agent_disconnected: true, ..Default::default() });
+    defender_service(&env, &console, CLUSTER).await;
+    let events = wait_for(TIMEOUT, "an event", || async {
+        Some(world.service_events("us-east-1", CLUSTER, "pc-defender")).filter(|e| !e.is_empty())
+    })
+    .await;
+    assert!(events[0].message.contains("encountered error \"AGENT\""), "{:?}", events[0]);
+    assert!(all_tasks(&env, CLUSTER).await.is_empty());
+}
+
+#[tokio::test]
+async fn terminated_instances_leave_and_their_replacements_join() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let _world = world(&env, vec![Arc::new(console.clone())]).await;
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 2).await;
+    defender_service(&env, &console, CLUSTER).await;
+    let before = asg_instance_ids(&env, "pc-worker-node").await;
+    wait_for(TIMEOUT, "2 Defenders", || async { (connected_in_console(&console).await.len() == 2).then_some(()) })
+        .await;
+    let old_arns =
+        env.ecs.list_container_instances().cluster(CLUSTER).send().await.unwrap().container_instance_arns().to_vec();
+
+    // As an instance refresh or a scale-in does: one instance terminated, the group replaces it.
+    let victim = before.iter().next().unwrap().clone();
+    env.asg
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&victim)
+        .should_decrement_desired_capacity(false)
+        .send()
+        .await
+        .unwrap();
+    let after = wait_for(TIMEOUT, "a replacement instance", || async {
+        Some(asg_instance_ids(&env, "pc-worker-node").await).filter(|a| a.len() == 2 && !a.contains(&victim))
+    })
+    .await;
+    wait_for(TIMEOUT, "the cluster to hold exactly the group's instances", || async {
+        (container_instances(&env, CLUSTER).await == after).then_some(())
+    })
+    .await;
+    // The victim's container instance is no longer ACTIVE (deregistered), its Defender stopped.
+    let described = env
+        .moto_ecs
+        .describe_container_instances()
+        .cluster(CLUSTER)
+        .set_container_instances(Some(old_arns))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described
+            .container_instances()
+            .iter()
+            .filter(|c| c.ec2_instance_id() == Some(victim.as_str()))
+            .all(|c| c.status() != Some("ACTIVE")),
+        "{described:?}"
+    );
+    let expected: BTreeSet<(String, String)> = after.iter().map(|i| (i.clone(), CLUSTER.to_string())).collect();
+    wait_for(TIMEOUT, "Defenders on the new set", || async {
+        (connected_in_console(&console).await == expected).then_some(())
+    })
+    .await;
+    assert!(console.defenders().iter().any(|d| d.instance_id == victim && !d.connected), "the old one disconnected");
+}
+
+#[tokio::test]
+async fn clusters_whose_names_share_a_prefix_each_get_their_defenders() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let world = world(&env, vec![Arc::new(console.clone())]).await;
+    for cluster in ["saas", "saassi"] {
+        create_cluster(&env.ecs, cluster).await;
+        workers(&env, &format!("{cluster}-workers"), &user_data_for(cluster), 1).await;
+    }
+    console_task_definition(&env, &console, "").await;
+    for cluster in ["saas", "saassi"] {
+        env.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name("pc-defender")
+            .task_definition("pc-defender")
+            .scheduling_strategy(SchedulingStrategy::Daemon)
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_for(TIMEOUT, "a Defender in each cluster", || async {
+        let clusters: BTreeSet<String> = connected_in_console(&console).await.into_iter().map(|(_, c)| c).collect();
+        (clusters.len() == 2).then_some(())
+    })
+    .await;
+    rounds(&world, 10).await;
+    for cluster in ["saas", "saassi"] {
+        let tasks = all_tasks(&env, cluster).await;
+        assert_eq!(tasks.len(), 1, "one task, never stopped and restarted by the other cluster's round: {tasks:?}");
+    }
 }

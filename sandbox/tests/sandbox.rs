@@ -1,5 +1,6 @@
 //! The sandbox as its users see it: the AWS SDK for Rust against its moto, the control plane's
-//! lifecycle, and `sandbox up` for a person.
+//! lifecycle, every region it is asked for, and `sandbox up` (several Consoles, a tenant prefix,
+//! TLS, access keys, regions) for a person.
 
 use std::{process::Command, time::Duration};
 
@@ -8,7 +9,7 @@ use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use sandbox::{
     control_plane::ControlPlane,
     moto::Moto,
-    world::{Sandbox, SandboxOptions, sdk_config},
+    world::{Sandbox, SandboxOptions, sdk_config, sdk_config_in},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,13 +80,81 @@ async fn two_sandboxes_run_side_by_side() {
     assert!(in_b.cluster_arns().iter().all(|arn| !arn.ends_with("/only-in-a")), "state leaked between sandboxes");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ecs_world_plays_every_region_it_is_given() {
+    let sandbox = Sandbox::start(SandboxOptions {
+        kubernetes: false,
+        console: None,
+        regions: vec!["us-east-1".into(), "eu-west-1".into()],
+        boot_delay: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(sandbox.env().unwrap()["SANDBOX_REGIONS"], "us-east-1,eu-west-1");
+    let config = sdk_config_in(&sandbox.aws_endpoint(), "eu-west-1").await;
+    let (ecs, ec2, asg) = (
+        aws_sdk_ecs::Client::new(&config),
+        aws_sdk_ec2::Client::new(&config),
+        aws_sdk_autoscaling::Client::new(&config),
+    );
+    ecs.create_cluster().cluster_name("dublin").send().await.unwrap();
+    let user_data = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "#!/bin/bash\necho ECS_CLUSTER=dublin >> /etc/ecs/ecs.config\n",
+    );
+    // The region's own ECS-optimized AMI, as the operator would resolve it.
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let ami = ssm
+        .get_parameter()
+        .name("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id")
+        .send()
+        .await
+        .unwrap();
+    let ami = ami.parameter().unwrap().value().unwrap().to_string();
+    ec2.create_launch_template()
+        .launch_template_name("dublin-workers")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(ami)
+                .instance_type("t3.medium".into())
+                .user_data(user_data)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("dublin-workers")
+        .launch_template(
+            LaunchTemplateSpecification::builder().launch_template_name("dublin-workers").version("$Latest").build(),
+        )
+        .min_size(1)
+        .max_size(1)
+        .desired_capacity(1)
+        .availability_zones("eu-west-1a")
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let arns = ecs.list_container_instances().cluster("dublin").send().await.unwrap();
+        if arns.container_instance_arns().len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the eu-west-1 instance never registered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn sandbox_up_prints_and_writes_its_environment_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("env");
     let stdout = dir.path().join("stdout");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .args(["up", "--env-file"])
+        .args(["up", "--region", "us-east-1,eu-west-1", "--consoles", "2", "--console-prefix", "/tenant-1"])
+        .args(["--console-tls", "--console-access-key", "--console-variant", "hostname-only", "--env-file"])
         .arg(&env_file)
         .stdout(std::fs::File::create(&stdout).unwrap())
         .spawn()
@@ -104,9 +173,18 @@ fn sandbox_up_prints_and_writes_its_environment_and_stops_on_sigterm() {
         "AWS_ACCESS_KEY_ID=",
         "AWS_SECRET_ACCESS_KEY=",
         "SANDBOX_GATE_URL=",
-        "PRISMA_CONSOLE_URL=",
+        "PRISMA_CONSOLE_URL=https://127.0.0.1:",
         "PRISMA_CONSOLE_USERNAME=",
         "PRISMA_CONSOLE_PASSWORD=",
+        "PRISMA_CONSOLE_CA_FILE=",
+        "PRISMA_CONSOLE_ACCESS_KEY_ID=",
+        "PRISMA_CONSOLE_SECRET_KEY=",
+        "PRISMA_CONSOLE_CONTROL_URL=http://127.0.0.1:",
+        "PRISMA_CONSOLE_2_URL=https://127.0.0.1:",
+        "PRISMA_CONSOLE_2_ACCESS_KEY_ID=",
+        "PRISMA_CONSOLE_2_CA_FILE=",
+        "SANDBOX_REGIONS=us-east-1,eu-west-1",
+        "SANDBOX_ECS_WORLD_URL=http://127.0.0.1:",
     ] {
         assert!(env.lines().any(|l| l.starts_with(key)), "{key} missing from:\n{env}");
     }
@@ -127,7 +205,45 @@ fn sandbox_up_prints_and_writes_its_environment_and_stops_on_sigterm() {
         client.apiserver_version().await.unwrap();
         let endpoint = env.lines().find_map(|l| l.strip_prefix("AWS_ENDPOINT_URL=")).unwrap();
         aws_sdk_ecs::Client::new(&sdk_config(endpoint).await).list_clusters().send().await.unwrap();
+        aws_sdk_ecs::Client::new(&sdk_config_in(endpoint, "eu-west-1").await)
+            .create_cluster()
+            .cluster_name("in-dublin")
+            .send()
+            .await
+            .unwrap();
+        // The second Console: its own tenant path, TLS with its CA, its access key logs in.
+        let val = |k: &str| {
+            env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().trim_matches('\'').to_string()
+        };
+        let url = val("PRISMA_CONSOLE_2_URL");
+        assert!(url.ends_with("/tenant-1"), "{url}");
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(val("PRISMA_CONSOLE_2_CA_FILE")).unwrap()).unwrap();
+        let http = reqwest::Client::builder().no_proxy().add_root_certificate(ca).build().unwrap();
+        let resp = http
+            .post(format!("{url}/api/v1/authenticate"))
+            .json(&serde_json::json!({
+                "username": val("PRISMA_CONSOLE_2_ACCESS_KEY_ID"),
+                "password": val("PRISMA_CONSOLE_2_SECRET_KEY"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::OK);
+        assert_ne!(val("PRISMA_CONSOLE_ACCESS_KEY_ID"), val("PRISMA_CONSOLE_2_ACCESS_KEY_ID"));
     });
+    // `sandbox show` reads the same variables and covers every region and Console.
+    let mut show = Command::new(env!("CARGO_BIN_EXE_sandbox"));
+    show.arg("show");
+    for line in env.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            show.env(k, v.trim_matches('\''));
+        }
+    }
+    let out = show.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("AWS (eu-west-1)") && text.contains("ECS cluster in-dublin"), "{text}");
+    assert_eq!(text.matches("Prisma Cloud Console simulator").count(), 2, "{text}");
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("sandbox up did not stop on SIGTERM");

@@ -15,6 +15,8 @@ const SECRET_CONSOLE_ID: &str = "console-id";
 const SECRET_PROJECT: &str = "project";
 const SECRET_VERSION: &str = "version";
 const SECRET_SIGNATURE: &str = "signature";
+/// A per-generation key ([`with_fresh_key`]), not covered by the signature.
+const SECRET_FRESH_KEY: &str = "defender-key";
 
 /// HMAC-SHA256 (RFC 2104), written out to avoid one more dependency for twenty lines.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -82,6 +84,17 @@ pub fn build_install_bundle(secret: &[u8], console_id: &str, project: &str, vers
     STANDARD.encode(doc.to_string())
 }
 
+/// The bundle with a fresh per-Defender key added to `secrets` (outside the signed fields, so it
+/// still verifies): what a Console that issues new certificates on every generation returns.
+pub fn with_fresh_key(bundle: &str, key: &str) -> String {
+    let Some(mut doc) = STANDARD.decode(bundle.trim()).ok().and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+    else {
+        return bundle.to_string();
+    };
+    doc["secrets"][SECRET_FRESH_KEY] = json!(key);
+    STANDARD.encode(doc.to_string())
+}
+
 /// Returns the claims if `bundle` was issued by the Console with this id and secret.
 pub fn verify_install_bundle(secret: &[u8], console_id: &str, bundle: &str) -> Option<BundleClaims> {
     let raw = STANDARD.decode(bundle.trim()).ok()?;
@@ -142,5 +155,14 @@ mod tests {
         let text = String::from_utf8(raw).unwrap();
         assert!(text.contains("http://p:3128"));
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_fresh_key_changes_the_bundle_but_not_its_claims() {
+        let a = build_install_bundle(b"s1", "c1", "p", "1.0", &ProxyOpt::default());
+        let b = with_fresh_key(&a, "k1");
+        assert_ne!(a, b);
+        assert_ne!(b, with_fresh_key(&a, "k2"));
+        assert_eq!(verify_install_bundle(b"s1", "c1", &b), verify_install_bundle(b"s1", "c1", &a));
     }
 }

@@ -32,6 +32,24 @@ pub struct Defender {
     pub last_modified: DateTime<Utc>,
     /// The project whose install bundle it runs ("Central Console" without projects).
     pub project: String,
+    /// Before this, `cluster` shows empty ([`super::ConsoleVariant::ClusterLate`]).
+    pub cluster_visible_at: DateTime<Utc>,
+}
+
+/// How a Console variant renders records ([`super::ConsoleVariant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rendering {
+    pub now: DateTime<Utc>,
+    /// No `cloudMetadata.resourceID`.
+    pub hostname_only: bool,
+    /// Fields our types do not know.
+    pub unknown_fields: bool,
+}
+
+impl Rendering {
+    pub fn as_documented(now: DateTime<Utc>) -> Rendering {
+        Rendering { now, hostname_only: false, unknown_fields: false }
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -49,7 +67,18 @@ impl Defender {
     /// [inferred] The ECS-specific values (`clusterType: ECS`, `awsExecutionEnv: AWS_ECS_EC2`,
     /// `region` = the AWS region) follow the reference's guess for an ECS Defender element.
     pub fn to_json(&self) -> Value {
-        json!({
+        self.render(&Rendering::as_documented(self.cluster_visible_at))
+    }
+
+    /// The cluster as the Console shows it at `now` (empty before it is known).
+    pub fn cluster_at(&self, now: DateTime<Utc>) -> &str {
+        if now < self.cluster_visible_at { "" } else { &self.cluster }
+    }
+
+    /// The wire form as a Console variant shows it.
+    pub fn render(&self, r: &Rendering) -> Value {
+        let cluster = self.cluster_at(r.now);
+        let mut v = json!({
             "hostname": self.hostname,
             "version": self.version,
             "lastModified": rfc3339(self.last_modified),
@@ -75,8 +104,8 @@ impl Defender {
                 "type": self.instance_type,
                 "awsExecutionEnv": "AWS_ECS_EC2",
             },
-            "cluster": self.cluster,
-            "clusterID": cluster_id(&self.cluster),
+            "cluster": cluster,
+            "clusterID": if cluster.is_empty() { String::new() } else { cluster_id(cluster) },
             "clusterType": "ECS",
             "tasBlobstoreScanner": false,
             "systemInfo": {"cpuCount": 2, "kernelVersion": "6.1.0-amzn2023", "totalDiskSpaceGB": 30, "freeDiskSpaceGB": 20, "memoryGB": 3.8},
@@ -88,7 +117,18 @@ impl Defender {
             "compatibleVersion": true,
             "usingOldCA": false,
             "isARM64": false,
-        })
+        });
+        if r.hostname_only
+            && let Some(meta) = v.get_mut("cloudMetadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("resourceID");
+        }
+        if r.unknown_fields {
+            v["agentlessScanEnabled"] = json!(false);
+            v["runtimeVersion"] = json!({"name": "containerd", "version": "1.7.27"});
+            v["cloudMetadata"]["tags"] = json!([{"key": "aws:autoscaling:groupName", "value": "unknown"}]);
+        }
+        v
     }
 }
 
@@ -142,11 +182,16 @@ pub fn parse_defender_query(pairs: &[(String, String)], max_page: usize) -> Resu
 
 /// The page of `defenders` in `project` that match `q`, sorted by hostname, and the total
 /// number that match (the `Total-Count` header).
-pub fn select_defenders<'a>(defenders: &'a [Defender], project: &str, q: &DefenderQuery) -> (Vec<&'a Defender>, usize) {
+pub fn select_defenders<'a>(
+    defenders: &'a [Defender],
+    project: &str,
+    q: &DefenderQuery,
+    now: DateTime<Utc>,
+) -> (Vec<&'a Defender>, usize) {
     let mut hits: Vec<&Defender> = defenders
         .iter()
         .filter(|d| d.project == project)
-        .filter(|d| q.clusters.is_empty() || q.clusters.contains(&d.cluster))
+        .filter(|d| q.clusters.is_empty() || q.clusters.iter().any(|c| c == d.cluster_at(now)))
         .filter(|_| q.types.is_empty() || q.types.iter().any(|t| t == DEFENDER_TYPE_ECS))
         .filter(|d| q.hostname.as_ref().is_none_or(|h| *h == d.hostname))
         .filter(|d| q.connected.is_none_or(|c| c == d.connected))
@@ -187,6 +232,7 @@ mod tests {
             connected,
             last_modified: DateTime::UNIX_EPOCH,
             project: "Central Console".into(),
+            cluster_visible_at: DateTime::UNIX_EPOCH,
         }
     }
 
@@ -215,17 +261,17 @@ mod tests {
         let all = [all, vec![other]].concat();
         let q = |s: &str| parse_defender_query(&pairs(s), 2).unwrap();
         let hosts = |v: Vec<&Defender>| v.iter().map(|d| d.hostname.clone()).collect::<Vec<_>>();
-        let (page, total) = select_defenders(&all, "Central Console", &q(""));
+        let (page, total) = select_defenders(&all, "Central Console", &q(""), Utc::now());
         assert_eq!((hosts(page), total), (vec!["a".to_string(), "b".into()], 4));
-        let (page, total) = select_defenders(&all, "Central Console", &q("offset=2"));
+        let (page, total) = select_defenders(&all, "Central Console", &q("offset=2"), Utc::now());
         assert_eq!((hosts(page), total), (vec!["c".to_string(), "e".into()], 4));
-        let (page, total) = select_defenders(&all, "Central Console", &q("cluster=x&connected=true"));
+        let (page, total) = select_defenders(&all, "Central Console", &q("cluster=x&connected=true"), Utc::now());
         assert_eq!((hosts(page), total), (vec!["c".to_string(), "e".into()], 2));
-        let (page, _) = select_defenders(&all, "Central Console", &q("hostname=b"));
+        let (page, _) = select_defenders(&all, "Central Console", &q("hostname=b"), Utc::now());
         assert_eq!(hosts(page), ["b"]);
-        assert_eq!(select_defenders(&all, "Central Console", &q("type=daemonset")).1, 0);
-        assert_eq!(select_defenders(&all, "Central Console", &q("type=ecs")).1, 4);
-        assert_eq!(select_defenders(&all, "p2", &q("")).1, 1);
+        assert_eq!(select_defenders(&all, "Central Console", &q("type=daemonset"), Utc::now()).1, 0);
+        assert_eq!(select_defenders(&all, "Central Console", &q("type=ecs"), Utc::now()).1, 4);
+        assert_eq!(select_defenders(&all, "p2", &q(""), Utc::now()).1, 1);
     }
 
     #[test]
@@ -238,5 +284,22 @@ mod tests {
         assert_eq!(v["clusterID"].as_str().unwrap().len(), 36);
         let summary = build_summary([d("a", "x", true), d("b", "x", false)].iter());
         assert_eq!(summary, json!([{"category": "container", "connected": 1, "deployed": 2, "licensed": 1000}]));
+    }
+
+    #[test]
+    fn variants_hide_the_cluster_for_a_while_or_the_instance_id() {
+        let mut late = d("a", "x", true);
+        late.cluster_visible_at = DateTime::UNIX_EPOCH + chrono::Duration::seconds(10);
+        let early = DateTime::UNIX_EPOCH + chrono::Duration::seconds(5);
+        let r = Rendering { now: early, hostname_only: true, unknown_fields: true };
+        let v = late.render(&r);
+        assert_eq!(v["cluster"], "");
+        assert!(v["cloudMetadata"].get("resourceID").is_none());
+        assert_eq!(v["agentlessScanEnabled"], false);
+        let q = parse_defender_query(&pairs("cluster=x"), 50).unwrap();
+        assert_eq!(select_defenders(std::slice::from_ref(&late), "Central Console", &q, early).1, 0);
+        let later = DateTime::UNIX_EPOCH + chrono::Duration::seconds(11);
+        assert_eq!(select_defenders(std::slice::from_ref(&late), "Central Console", &q, later).1, 1);
+        assert_eq!(late.render(&Rendering::as_documented(later))["cluster"], "x");
     }
 }

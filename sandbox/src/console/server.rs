@@ -28,13 +28,13 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    CENTRAL_CONSOLE, ConsoleRequest, Fault, Shared,
+    CENTRAL_CONSOLE, ConsoleRequest, ConsoleVariant, Fault, Shared,
     auth::{Credentials, parse_authorization},
     defenders::{build_summary, parse_defender_query, select_defenders},
     lock,
     task_definition::{build_task_definition, parse_options},
 };
-use crate::console::bundle::ProxyOpt;
+use crate::console::bundle::{ProxyOpt, with_fresh_key};
 
 /// The response header with the number of matching items on list endpoints.
 const TOTAL_COUNT: &str = "Total-Count";
@@ -113,6 +113,7 @@ async fn front_door(
     };
     entry.api_version = version.to_string();
     entry.endpoint = endpoint.to_string();
+    shared.upgrade_if_due(false);
 
     // Faults come first: rate limiting and broken networks happen before the Console looks at
     // who is calling.
@@ -236,11 +237,15 @@ async fn version(State(shared): Shr) -> Json<String> {
 }
 
 async fn settings_certs(State(shared): Shr) -> Json<Value> {
-    Json(json!({
+    let mut v = json!({
         "caExpiration": shared.ca_expiration.to_rfc3339_opts(SecondsFormat::Millis, true),
         "consoleSAN": shared.cfg.sans,
         "defenderOldCAExpiration": "0001-01-01T00:00:00Z",
-    }))
+    });
+    if shared.cfg.variant == ConsoleVariant::UnknownFields {
+        v["consoleCustomCerts"] = json!({"enabled": false});
+    }
+    Json(v)
 }
 
 /// `GET /certs/ca.pem` (a supported v1 endpoint): the CA, when this Console serves TLS.
@@ -290,8 +295,19 @@ async fn ecs_task(State(shared): Shr, Extension(ctx): Extension<RequestContext>,
         }
         Some(a) => a,
     };
-    let bundle = shared.install_bundle(&ctx.project, &opts.proxy);
-    let td = build_task_definition(&opts, &shared.image_name(), &bundle, &shared.ws_address(addr));
+    shared.upgrade_if_due(true);
+    let mut bundle = shared.install_bundle(&ctx.project, &opts.proxy);
+    if shared.cfg.variant == ConsoleVariant::FreshBundle {
+        bundle = with_fresh_key(&bundle, &uuid::Uuid::new_v4().to_string());
+    }
+    let mut td = build_task_definition(&opts, &shared.image_name(), &bundle, &shared.ws_address(addr));
+    if shared.cfg.variant == ConsoleVariant::UnknownFields {
+        // Valid in RegisterTaskDefinition, unknown to a client that models only what it saw.
+        if let Some(c) = td.get_mut("containerDefinitions").and_then(|c| c.get_mut(0)) {
+            c["ulimits"] = json!([{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}]);
+            c["systemControls"] = json!([]);
+        }
+    }
     Json(td).into_response()
 }
 
@@ -301,15 +317,16 @@ fn page_of_defenders(
     shared: &Shared,
     ctx: &RequestContext,
     q: Option<String>,
-    render: impl Fn(&crate::console::Defender) -> Value,
+    render: impl Fn(&crate::console::Defender, &super::defenders::Rendering) -> Value,
 ) -> Response {
-    let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.cfg.max_page_size) {
+    let query = match parse_defender_query(&query_pairs(q.as_deref()), shared.max_page_size()) {
         Ok(q) => q,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
     let all = lock(&shared.defenders);
-    let (page, total) = select_defenders(&all, &ctx.project, &query);
-    with_total(total, Value::Array(page.iter().map(|d| render(d)).collect()))
+    let rendering = shared.rendering();
+    let (page, total) = select_defenders(&all, &ctx.project, &query, rendering.now);
+    with_total(total, Value::Array(page.iter().map(|d| render(d, &rendering)).collect()))
 }
 
 fn with_total(total: usize, body: Value) -> Response {
@@ -321,7 +338,7 @@ async fn list_defenders(
     Extension(ctx): Extension<RequestContext>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    page_of_defenders(&shared, &ctx, q, |d| d.to_json())
+    page_of_defenders(&shared, &ctx, q, |d, r| d.render(r))
 }
 
 /// `GET /defenders/names`: the hostnames, with the same parameters as `GET /defenders`.
@@ -330,7 +347,7 @@ async fn defender_names(
     Extension(ctx): Extension<RequestContext>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    page_of_defenders(&shared, &ctx, q, |d| json!(d.hostname))
+    page_of_defenders(&shared, &ctx, q, |d, _| json!(d.hostname))
 }
 
 async fn defender_summary(State(shared): Shr, Extension(ctx): Extension<RequestContext>) -> Json<Value> {
