@@ -78,6 +78,10 @@ pub struct GateConfig {
     /// Access keys the gate accepts, `(access key id, secret)`: the sandbox's own by default. More
     /// at run time with [`Gate::add_credentials`] or `POST /credentials`; STS answers add theirs.
     pub credentials: Vec<(String, String)>,
+    /// IAM instance profiles (each with a role of the same name) that exist in moto's default account
+    /// from the start, as the guide's prerequisites leave an account (`ecsInstanceRole`): launches
+    /// with any other profile fail, as on AWS.
+    pub instance_profiles: Vec<String>,
     /// Small pages for every list call, so paging code runs in tests (`None`: AWS's page sizes).
     /// Also settable at run time (`POST /paging`).
     pub page_size: Option<usize>,
@@ -98,6 +102,7 @@ impl Default for GateConfig {
             fleet_tick: Duration::from_millis(250),
             page_size: None,
             verify_signatures: true,
+            instance_profiles: vec!["ecsInstanceRole".to_string()],
             credentials: vec![(crate::moto::ACCESS_KEY_ID.to_string(), crate::moto::SECRET_ACCESS_KEY.to_string())],
         }
     }
@@ -309,6 +314,7 @@ impl Gate {
     pub async fn start(cfg: GateConfig) -> Result<Gate> {
         let upstream = Upstream::new(&cfg.upstream)?;
         keep_tasks_running(&upstream).await;
+        create_instance_profiles(&upstream, &cfg.instance_profiles).await;
         let mut limiter = RateLimiter::default();
         for (service, limit) in &cfg.rate_limits {
             limiter.set(service, Some(*limit));
@@ -419,6 +425,23 @@ pub(crate) async fn keep_tasks_running(upstream: &Upstream) {
     let _ = upstream
         .send(&http::Method::POST, "/moto-api/state-manager/set-transition", &headers, Bytes::from(body.to_string()))
         .await;
+}
+
+/// The account's instance profiles from the start (each with its role, as the console makes them).
+async fn create_instance_profiles(upstream: &Upstream, names: &[String]) {
+    const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let side = upstream.side_as(ACCOUNT_ID, "us-east-1");
+    for name in names {
+        let calls: [(&str, Vec<(&str, String)>); 3] = [
+            ("CreateRole", vec![("RoleName", name.clone()), ("AssumeRolePolicyDocument", TRUST.to_string())]),
+            ("CreateInstanceProfile", vec![("InstanceProfileName", name.clone())]),
+            ("AddRoleToInstanceProfile", vec![("InstanceProfileName", name.clone()), ("RoleName", name.clone())]),
+        ];
+        for (action, params) in calls {
+            // Already there (a second gate on the same moto) is fine.
+            let _ = side.call("iam", action, "2010-05-08", &params).await;
+        }
+    }
 }
 
 /// Accepts connections until aborted; aborting also ends every connection (the JoinSet drops).

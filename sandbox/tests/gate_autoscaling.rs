@@ -213,7 +213,13 @@ async fn iam(env: &Env, form: &[(&str, &str)]) -> (u16, String) {
 
 #[tokio::test]
 async fn a_launch_with_a_missing_instance_profile_fails_as_a_scaling_activity() {
-    let env = fast().await;
+    // An account without the guide's instance profile.
+    let env = start_with(|c| {
+        c.fleet_tick = Duration::from_millis(50);
+        c.launch_retry = Duration::from_millis(300);
+        c.instance_profiles.clear();
+    })
+    .await;
     let with_profile = |p: &str| {
         RequestLaunchTemplateData::builder()
             .image_id(AMI)
