@@ -448,3 +448,124 @@ async fn instances_terminated_through_ec2_are_replaced_from_the_current_launch_d
     .await;
     assert_eq!(launched_with(&env, &replacement).await.0, "t3.large");
 }
+
+#[tokio::test]
+async fn a_group_moves_to_another_launch_configuration_and_subnets_and_spreads_over_them() {
+    let env = fast().await;
+    let subnets = env.ec2.describe_subnets().send().await.unwrap();
+    let subnets: Vec<String> = subnets.subnets().iter().filter_map(|s| s.subnet_id()).map(str::to_string).collect();
+    for (name, t) in [("lc-a", "t2.medium"), ("lc-b", "t3.large")] {
+        env.asg
+            .create_launch_configuration()
+            .launch_configuration_name(name)
+            .image_id(AMI)
+            .instance_type(t)
+            .send()
+            .await
+            .unwrap();
+    }
+    env.asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(ASG)
+        .launch_configuration_name("lc-a")
+        .vpc_zone_identifier(format!("{},{}", subnets[0], subnets[1]))
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let placed = |ids: Vec<String>| {
+        let ec2 = env.moto_ec2.clone();
+        async move {
+            let out = ec2.describe_instances().set_instance_ids(Some(ids)).send().await.unwrap();
+            let mut s: Vec<String> = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.subnet_id())
+                .map(str::to_string)
+                .collect();
+            s.sort();
+            s
+        }
+    };
+    let ids: Vec<String> = instances(&env, ASG).await.iter().map(|i| i.instance_id().unwrap().to_string()).collect();
+    let mut expected = vec![subnets[0].clone(), subnets[1].clone()];
+    expected.sort();
+    assert_eq!(placed(ids).await, expected, "spread over the group's subnets (moto: all in the first)");
+
+    env.asg
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(ASG)
+        .launch_configuration_name("lc-b")
+        .vpc_zone_identifier(subnets[2].clone())
+        .send()
+        .await
+        .unwrap();
+    let prefs = RefreshPreferences::builder().min_healthy_percentage(50).instance_warmup(0).skip_matching(true).build();
+    env.asg.start_instance_refresh().auto_scaling_group_name(ASG).preferences(prefs).send().await.unwrap();
+    wait_for(Duration::from_secs(20), "the refresh to succeed", || async {
+        let r = refreshes(&env).await.into_iter().next()?;
+        (r.status().map(|s| s.as_str()) == Some("Successful")).then_some(())
+    })
+    .await;
+    let members = instances(&env, ASG).await;
+    assert!(members.iter().all(|m| m.launch_configuration_name() == Some("lc-b")), "{members:?}");
+    let ids: Vec<String> = members.iter().map(|i| i.instance_id().unwrap().to_string()).collect();
+    for id in &ids {
+        assert_eq!(launched_with(&env, id).await.0, "t3.large");
+    }
+    assert_eq!(placed(ids).await, vec![subnets[2].clone(), subnets[2].clone()]);
+    // lc-a is no longer in use.
+    env.asg.delete_launch_configuration().launch_configuration_name("lc-a").send().await.expect("unused now");
+}
+
+#[tokio::test]
+async fn a_new_version_inherits_what_it_leaves_out_from_its_source_version() {
+    let env = fast().await;
+    let full = RequestLaunchTemplateData::builder()
+        .image_id(AMI)
+        .instance_type(InstanceType::T2Medium)
+        .user_data(user_data_for("kept"))
+        .iam_instance_profile(
+            aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .name("ecsInstanceRole")
+                .build(),
+        )
+        .build();
+    template(&env, full).await;
+    let only_type = || RequestLaunchTemplateData::builder().instance_type(InstanceType::T3Large).build();
+    let v2 = env
+        .ec2
+        .create_launch_template_version()
+        .launch_template_name(LT)
+        .source_version("1")
+        .launch_template_data(only_type())
+        .send()
+        .await;
+    let v2 = v2.unwrap().launch_template_version().unwrap().version_number().unwrap();
+    let out = env
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name(LT)
+        .versions(v2.to_string())
+        .send()
+        .await
+        .unwrap();
+    let d = out.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(d.image_id(), Some(AMI));
+    assert_eq!(d.instance_type(), Some(&InstanceType::T3Large));
+    assert_eq!(d.user_data(), Some(user_data_for("kept").as_str()));
+    assert_eq!(d.iam_instance_profile().and_then(|p| p.name()), Some("ecsInstanceRole"));
+    // Bare moto inherits nothing.
+    let bare = env
+        .moto_ec2
+        .create_launch_template_version()
+        .launch_template_name(LT)
+        .source_version("1")
+        .launch_template_data(only_type())
+        .send()
+        .await;
+    assert_eq!(bare.unwrap().launch_template_version().unwrap().launch_template_data().unwrap().image_id(), None);
+}

@@ -2,7 +2,8 @@
 //!
 //! - launch template versions: moto stores the user data of CreateLaunchTemplateVersion unparsed and
 //!   then fails (HTTP 500) every launch from that version; it does not implement
-//!   DeleteLaunchTemplateVersions. The gate keeps versions' user data and deleted versions itself.
+//!   DeleteLaunchTemplateVersions, and a new version inherits nothing from its `SourceVersion`. The
+//!   gate keeps versions' user data and deleted versions itself and fills in what the source had.
 //! - TerminateInstances of an Auto Scaling instance: moto relaunches at once from the group's
 //!   template; the gate detaches the instance first and lets its own launcher replace it
 //!   ([`super::autoscaling`]), as AWS's health checks would.
@@ -75,16 +76,27 @@ fn form_without(ctx: &Ctx, drop: &[&str]) -> Bytes {
     Bytes::from(serde_urlencoded::to_string(&form).unwrap_or_default())
 }
 
-/// Forwards without the user data (moto would store it unparsed and fail every launch from it),
-/// keeps it, and answers with it as AWS does.
+/// Inherits what the request leaves out from `SourceVersion` (moto inherits nothing), forwards
+/// without the user data (moto would store it unparsed and fail every launch from it), keeps the
+/// user data, and answers with it as AWS does.
 async fn create_version(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
-    let Some(user_data) = ctx.id.param("LaunchTemplateData.UserData").map(str::to_string) else {
-        return Ok(sh.forward(ctx, None).await?.into_response());
-    };
-    let raw = sh.forward(ctx, Some(form_without(ctx, &["LaunchTemplateData.UserData"]))).await?;
-    if raw.status != 200 {
-        return Ok(raw.into_response());
+    let mut form: Vec<(String, String)> = ctx.id.form.clone();
+    if let Some(source) = ctx.id.param("SourceVersion") {
+        let side = sh.side(ctx);
+        let (id, name) = (ctx.id.param("LaunchTemplateId"), ctx.id.param("LaunchTemplateName"));
+        if let Some(v) = resolve_version(sh, &side, &ctx.account, id, name, source).await {
+            let given: BTreeSet<String> = form.iter().filter_map(|(k, _)| data_field(k)).collect();
+            form.extend(
+                request_params(&v.data).into_iter().filter(|(k, _)| data_field(k).is_some_and(|f| !given.contains(&f))),
+            );
+        }
+        form.retain(|(k, _)| k != "SourceVersion");
     }
+    let user_data = form.iter().find(|(k, _)| k == "LaunchTemplateData.UserData").map(|(_, v)| v.clone());
+    form.retain(|(k, _)| k != "LaunchTemplateData.UserData");
+    let body = serde_urlencoded::to_string(&form).unwrap_or_default();
+    let raw = sh.forward(ctx, Some(Bytes::from(body))).await?;
+    let Some(user_data) = user_data.filter(|_| raw.status == 200) else { return Ok(raw.into_response()) };
     let Ok(mut doc) = super::xml::parse(&String::from_utf8_lossy(&raw.body)) else { return Ok(raw.into_response()) };
     let Some(version) = doc.child_mut("launchTemplateVersion") else { return Ok(raw.into_response()) };
     let id = version.text_of("launchTemplateId").unwrap_or_default().to_string();
@@ -101,6 +113,84 @@ async fn create_version(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         .user_data
         .insert(number, user_data);
     Ok(xml_reply(&doc))
+}
+
+/// `LaunchTemplateData.SecurityGroupId.2` -> `SecurityGroupId`: the field a parameter sets.
+fn data_field(param: &str) -> Option<String> {
+    param.strip_prefix("LaunchTemplateData.").map(|rest| rest.split('.').next().unwrap_or(rest).to_string())
+}
+
+/// A version's `launchTemplateData` (as DescribeLaunchTemplateVersions shows it) as the request
+/// parameters that would create it: the fields the operator's launch data uses.
+fn request_params(d: &Node) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |k: String, v: &str| out.push((format!("LaunchTemplateData.{k}"), v.to_string()));
+    for (xml, param) in [
+        ("imageId", "ImageId"),
+        ("instanceType", "InstanceType"),
+        ("keyName", "KeyName"),
+        ("userData", "UserData"),
+        ("ebsOptimized", "EbsOptimized"),
+    ] {
+        if let Some(v) = d.text_of(xml) {
+            put(param.to_string(), v);
+        }
+    }
+    if let Some(p) = d.child("iamInstanceProfile") {
+        for (xml, param) in [("name", "Name"), ("arn", "Arn")] {
+            if let Some(v) = p.text_of(xml) {
+                put(format!("IamInstanceProfile.{param}"), v);
+            }
+        }
+    }
+    let leaves = |n: Option<&Node>| -> Vec<String> {
+        n.map(|n| n.children.iter().map(|c| c.text.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    };
+    for (i, g) in leaves(d.child("securityGroupIdSet")).iter().enumerate() {
+        put(format!("SecurityGroupId.{}", i + 1), g);
+    }
+    for (i, g) in leaves(d.child("securityGroupSet")).iter().enumerate() {
+        put(format!("SecurityGroup.{}", i + 1), g);
+    }
+    for (i, nic) in d.child("networkInterfaceSet").into_iter().flat_map(|s| s.children.iter()).enumerate() {
+        let n = i + 1;
+        for (xml, param) in [
+            ("associatePublicIpAddress", "AssociatePublicIpAddress"),
+            ("deviceIndex", "DeviceIndex"),
+            ("subnetId", "SubnetId"),
+            ("deleteOnTermination", "DeleteOnTermination"),
+        ] {
+            if let Some(v) = nic.text_of(xml) {
+                put(format!("NetworkInterface.{n}.{param}"), v);
+            }
+        }
+        for (j, g) in leaves(nic.child("groupSet")).iter().enumerate() {
+            put(format!("NetworkInterface.{n}.SecurityGroupId.{}", j + 1), g);
+        }
+    }
+    for (i, spec) in d.child("tagSpecificationSet").into_iter().flat_map(|s| s.children.iter()).enumerate() {
+        let n = i + 1;
+        if let Some(t) = spec.text_of("resourceType") {
+            put(format!("TagSpecification.{n}.ResourceType"), t);
+        }
+        for (j, tag) in spec.child("tagSet").into_iter().flat_map(|s| s.children.iter()).enumerate() {
+            put(format!("TagSpecification.{n}.Tag.{}.Key", j + 1), tag.text_of("key").unwrap_or_default());
+            put(format!("TagSpecification.{n}.Tag.{}.Value", j + 1), tag.text_of("value").unwrap_or_default());
+        }
+    }
+    if let Some(m) = d.child("metadataOptions") {
+        for (xml, param) in [
+            ("httpTokens", "HttpTokens"),
+            ("httpPutResponseHopLimit", "HttpPutResponseHopLimit"),
+            ("httpEndpoint", "HttpEndpoint"),
+        ] {
+            if let Some(v) = m.text_of(xml) {
+                put(format!("MetadataOptions.{param}"), v);
+            }
+        }
+    }
+    out
 }
 
 /// Adds the kept user data, drops deleted versions, pages.
