@@ -16,9 +16,12 @@
 
 mod autoscaling;
 mod control;
+mod ec2;
 mod ecs;
 pub mod faults;
+mod paging;
 pub mod protocol;
+mod sigv4;
 mod upstream;
 mod xml;
 
@@ -62,6 +65,26 @@ pub struct GateConfig {
     pub rate_limits: BTreeMap<String, RateLimit>,
     /// Calls kept in the log (the oldest are dropped beyond it; counts stay exact).
     pub max_log: usize,
+    /// How long a deleted Auto Scaling group stays `Delete in progress` (AWS: minutes).
+    pub asg_delete_delay: Duration,
+    /// How long after a failed instance launch the group tries again (AWS backs off from ~10 s).
+    pub launch_retry: Duration,
+    /// Instance warm-up of an instance refresh that names none (AWS: the group's, 300 s by default).
+    pub refresh_warmup: Duration,
+    /// Period of the gate's Auto Scaling loop (refreshes, retries, slow deletes).
+    pub fleet_tick: Duration,
+    /// Verify SigV4 signatures (AWS always does; off only for tests of the gate itself).
+    pub verify_signatures: bool,
+    /// Access keys the gate accepts, `(access key id, secret)`: the sandbox's own by default. More
+    /// at run time with [`Gate::add_credentials`] or `POST /credentials`; STS answers add theirs.
+    pub credentials: Vec<(String, String)>,
+    /// IAM instance profiles (each with a role of the same name) that exist in moto's default account
+    /// from the start, as the guide's prerequisites leave an account (`ecsInstanceRole`): launches
+    /// with any other profile fail, as on AWS.
+    pub instance_profiles: Vec<String>,
+    /// Small pages for every list call, so paging code runs in tests (`None`: AWS's page sizes).
+    /// Also settable at run time (`POST /paging`).
+    pub page_size: Option<usize>,
 }
 
 impl Default for GateConfig {
@@ -73,6 +96,14 @@ impl Default for GateConfig {
             draining_min: Duration::from_secs(1),
             rate_limits: BTreeMap::new(),
             max_log: 200_000,
+            asg_delete_delay: Duration::from_secs(3),
+            launch_retry: Duration::from_secs(10),
+            refresh_warmup: Duration::from_secs(2),
+            fleet_tick: Duration::from_millis(250),
+            page_size: None,
+            verify_signatures: true,
+            instance_profiles: vec!["ecsInstanceRole".to_string()],
+            credentials: vec![(crate::moto::ACCESS_KEY_ID.to_string(), crate::moto::SECRET_ACCESS_KEY.to_string())],
         }
     }
 }
@@ -101,6 +132,10 @@ pub struct Call {
     /// Whether the operation changes state (not Describe/List/Get).
     pub mutating: bool,
     pub region: String,
+    /// The answer never reached the caller (it went away mid-call, or a `dropResponse` fault), though
+    /// the call reached moto and did its work.
+    #[serde(default)]
+    pub answer_lost: bool,
 }
 
 impl Call {
@@ -165,6 +200,16 @@ pub(crate) struct Shared {
     calls: Mutex<CallLog>,
     control: FaultControl,
     ecs: Mutex<ecs::Overlay>,
+    /// The Auto Scaling groups the gate launches for.
+    fleet: Mutex<autoscaling::Fleet>,
+    /// Launch template versions' user data and deleted versions.
+    templates: Mutex<ec2::Templates>,
+    /// Per region: architecture of the ECS-optimized AMIs moto's SSM names (cached).
+    ami_architectures: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, String>>>,
+    /// Access keys accepted by SigV4 verification: id -> secret.
+    keys: Mutex<std::collections::HashMap<String, String>>,
+    /// The page size of list calls; 0: AWS's own.
+    page_size: std::sync::atomic::AtomicUsize,
     /// Held across check-then-forward of the ruled mutations, so two concurrent calls cannot both
     /// pass a check (two CreateService of one name, for instance).
     rules_lock: tokio::sync::Mutex<()>,
@@ -183,6 +228,14 @@ pub(crate) struct Ctx {
 pub(crate) type Reply = Response<Full<Bytes>>;
 
 impl Shared {
+    pub(crate) fn page_size(&self) -> Option<usize> {
+        Some(self.page_size.load(std::sync::atomic::Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    pub(crate) fn set_page_size(&self, size: Option<usize>) {
+        self.page_size.store(size.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Forwards the request to moto, with `body` replacing the original one if given.
     async fn forward(&self, ctx: &Ctx, body: Option<Bytes>) -> Result<upstream::Raw> {
         self.upstream
@@ -195,7 +248,12 @@ impl Shared {
     }
 
     fn record(&self, ctx: &Ctx, status: u16, error_code: Option<String>) {
+        self.record_call(ctx, status, error_code, false);
+    }
+
+    fn record_call(&self, ctx: &Ctx, status: u16, error_code: Option<String>, answer_lost: bool) {
         let call = Call {
+            answer_lost,
             service: ctx.id.service.clone(),
             operation: ctx.id.operation.clone(),
             params: protocol::key_params(&ctx.id),
@@ -256,6 +314,7 @@ impl Gate {
     pub async fn start(cfg: GateConfig) -> Result<Gate> {
         let upstream = Upstream::new(&cfg.upstream)?;
         keep_tasks_running(&upstream).await;
+        create_instance_profiles(&upstream, &cfg.instance_profiles).await;
         let mut limiter = RateLimiter::default();
         for (service, limit) in &cfg.rate_limits {
             limiter.set(service, Some(*limit));
@@ -268,15 +327,24 @@ impl Gate {
             .context("binding the gate's control API")?;
         let addr = listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
+        let page_size = std::sync::atomic::AtomicUsize::new(cfg.page_size.unwrap_or(0));
+        let keys = cfg.credentials.iter().cloned().collect();
+        let fleet_tick = cfg.fleet_tick;
         let shared = Arc::new(Shared {
             cfg,
             upstream,
             calls: Mutex::new(CallLog::default()),
             control,
             ecs: Mutex::new(ecs::Overlay::default()),
+            fleet: Mutex::new(autoscaling::Fleet::default()),
+            templates: Mutex::new(ec2::Templates::default()),
+            ami_architectures: Mutex::new(Default::default()),
+            page_size,
+            keys: Mutex::new(keys),
             rules_lock: tokio::sync::Mutex::new(()),
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(autoscaling::launch::run(Arc::downgrade(&shared), fleet_tick));
         let sh = shared.clone();
         tasks.spawn(serve(listener, move || {
             let sh = sh.clone();
@@ -330,6 +398,16 @@ impl Gate {
     pub fn clear_faults(&self) {
         self.shared.control.clear();
     }
+
+    /// Accepts another access key (tests that sign with keys of their own).
+    pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
+        self.shared.keys.lock().unwrap().insert(access_key_id.to_string(), secret_access_key.to_string());
+    }
+
+    /// Sets (or with `None` removes) the page size of every list call.
+    pub fn set_page_size(&self, size: Option<usize>) {
+        self.shared.set_page_size(size);
+    }
 }
 
 impl Drop for Gate {
@@ -347,6 +425,23 @@ pub(crate) async fn keep_tasks_running(upstream: &Upstream) {
     let _ = upstream
         .send(&http::Method::POST, "/moto-api/state-manager/set-transition", &headers, Bytes::from(body.to_string()))
         .await;
+}
+
+/// The account's instance profiles from the start (each with its role, as the console makes them).
+async fn create_instance_profiles(upstream: &Upstream, names: &[String]) {
+    const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let side = upstream.side_as(ACCOUNT_ID, "us-east-1");
+    for name in names {
+        let calls: [(&str, Vec<(&str, String)>); 3] = [
+            ("CreateRole", vec![("RoleName", name.clone()), ("AssumeRolePolicyDocument", TRUST.to_string())]),
+            ("CreateInstanceProfile", vec![("InstanceProfileName", name.clone())]),
+            ("AddRoleToInstanceProfile", vec![("InstanceProfileName", name.clone()), ("RoleName", name.clone())]),
+        ];
+        for (action, params) in calls {
+            // Already there (a second gate on the same moto) is fine.
+            let _ = side.call("iam", action, "2010-05-08", &params).await;
+        }
+    }
 }
 
 /// Accepts connections until aborted; aborting also ends every connection (the JoinSet drops).
@@ -387,6 +482,12 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
     let id = protocol::identify(&parts.headers, &parts.uri, &body);
     let account =
         parts.headers.get("x-moto-account-id").and_then(|v| v.to_str().ok()).unwrap_or(ACCOUNT_ID).to_string();
+    let refusal = if ctx_is_aws(&id) && sh.cfg.verify_signatures && !unsigned_allowed(&id) {
+        let keys = sh.keys.lock().unwrap();
+        sigv4::check(&keys, &id.service, parts.method.as_str(), &parts.uri, &parts.headers, &body)
+    } else {
+        None
+    };
     let ctx = Ctx {
         method: parts.method,
         path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
@@ -395,37 +496,90 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
         id,
         account,
     };
+    let service = ctx.id.service.clone();
+    if let Some((status, code, message)) = refusal {
+        sh.record(&ctx, status, Some(code.to_string()));
+        return Ok(protocol::error_response(&service, status, code, message));
+    }
     let decision = if ctx.id.service == "moto" {
         faults::Decision::default()
     } else {
         sh.control.faults.lock().unwrap().decide(&ctx.id.service, &ctx.id.operation, rand::random::<f64>)
     };
-    if !decision.latency.is_zero() {
-        tokio::time::sleep(decision.latency).await;
+    // Injected latency is AWS taking its time: for a call that goes through it is spent inside the
+    // call (below), so a caller that gives up meanwhile does not stop the work.
+    let latency = decision.latency;
+    if !latency.is_zero() && !matches!(decision.action, Some(FaultKind::DropResponse) | None) {
+        tokio::time::sleep(latency).await;
     }
-    let service = ctx.id.service.as_str();
     let reply = match decision.action {
         Some(FaultKind::Drop) => {
             sh.record(&ctx, 0, Some("ConnectionDropped".into()));
             return Err(Dropped);
         }
-        Some(FaultKind::Throttle) => throttled(service),
+        Some(FaultKind::Throttle) => throttled(&service),
         Some(FaultKind::Status(s)) => {
-            let (code, msg) = protocol::status_error(service, s);
-            protocol::error_response(service, s, code, msg)
+            let (code, msg) = protocol::status_error(&service, s);
+            protocol::error_response(&service, s, code, msg)
         }
-        Some(FaultKind::Latency(_)) | None => {
-            let admitted = sh.control.limiter.lock().unwrap().admit(&ctx.id.service, &ctx.id.region, Instant::now());
-            if admitted { process(&sh, &ctx).await } else { throttled(service) }
+        Some(FaultKind::Latency(_)) | Some(FaultKind::DropResponse) | None => {
+            let lose = decision.action == Some(FaultKind::DropResponse);
+            // The call runs in a task of its own: a caller that goes away (a timeout, a closed
+            // connection) does not cancel work moto has started, as on AWS; the log says the
+            // answer was lost.
+            let (tx, rx) = tokio::sync::oneshot::channel::<Reply>();
+            let sh = sh.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(latency).await;
+                let admitted =
+                    sh.control.limiter.lock().unwrap().admit(&ctx.id.service, &ctx.id.region, Instant::now());
+                let reply = if admitted { process(&sh, &ctx).await } else { throttled(&ctx.id.service) };
+                let status = reply.status().as_u16();
+                let code = reply_code(&reply).await;
+                if ctx.id.service == "sts"
+                    && status == 200
+                    && let Some((id, secret)) = sigv4::learn_from_sts(&body_bytes(&reply).await)
+                {
+                    sh.keys.lock().unwrap().insert(id, secret);
+                }
+                let lost = lose || tx.is_closed();
+                if lost {
+                    tracing::info!(operation = %ctx.id.operation, status, "the caller never got the answer");
+                }
+                sh.record_call(&ctx, status, code, lost);
+                if !lost {
+                    let _ = tx.send(reply);
+                }
+            });
+            return rx.await.map_err(|_| Dropped);
         }
     };
     let status = reply.status().as_u16();
-    let code = match reply.body().clone().collect().await {
-        Ok(b) => protocol::error_code(status, reply.headers(), &b.to_bytes()),
-        Err(never) => match never {},
-    };
+    let code = reply_code(&reply).await;
     sh.record(&ctx, status, code);
     Ok(reply)
+}
+
+/// Whether a request is an AWS API call (not moto's own `/moto-api`).
+fn ctx_is_aws(id: &Identified) -> bool {
+    id.service != "moto"
+}
+
+/// STS's web-identity and SAML calls are the only ones AWS takes unsigned (IRSA uses them).
+fn unsigned_allowed(id: &Identified) -> bool {
+    id.service == "sts" && matches!(id.operation.as_str(), "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML")
+        || (id.service == "unknown" && id.operation.starts_with("AssumeRoleWith"))
+}
+
+async fn body_bytes(reply: &Reply) -> Bytes {
+    match reply.body().clone().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    }
+}
+
+async fn reply_code(reply: &Reply) -> Option<String> {
+    protocol::error_code(reply.status().as_u16(), reply.headers(), &body_bytes(reply).await)
 }
 
 fn throttled(service: &str) -> Reply {
@@ -438,6 +592,7 @@ async fn process(sh: &Shared, ctx: &Ctx) -> Reply {
     let result = match ctx.id.service.as_str() {
         "ecs" => ecs::handle(sh, ctx).await,
         "autoscaling" => autoscaling::handle(sh, ctx).await,
+        "ec2" => ec2::handle(sh, ctx).await,
         _ => sh.forward(ctx, None).await.map(upstream::Raw::into_response),
     };
     result.unwrap_or_else(|e| {
@@ -464,6 +619,7 @@ mod tests {
             at: SystemTime::UNIX_EPOCH,
             mutating: false,
             region: "us-east-1".into(),
+            answer_lost: false,
         }
     }
 

@@ -211,24 +211,11 @@ async fn console_task_definition(env: &Env, console: &ConsoleSim, cluster_overri
         .json()
         .await
         .unwrap();
-    // moto does not check signatures; the credential scope tells it (and the gate) the service.
-    let resp: serde_json::Value = http
-        .post(env.gate.url())
-        .header("x-amz-target", "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition")
-        .header("content-type", "application/x-amz-json-1.1")
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=AKIASANDBOXTESTING00/20260101/us-east-1/ecs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(td.to_string())
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .expect("RegisterTaskDefinition")
-        .json()
-        .await
-        .unwrap();
+    // Signed for real: the gate checks signatures as AWS does.
+    let (status, body) =
+        signed_json(&env.gate.url(), "ecs", "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition", td).await;
+    assert_eq!(status, 200, "RegisterTaskDefinition: {body}");
+    let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
     resp["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_string()
 }
 

@@ -408,3 +408,22 @@ async fn cluster_counts_are_exact() {
     let bare = env.moto_ecs.describe_clusters().clusters(CLUSTER).send().await.unwrap();
     assert_ne!(counts(&bare.clusters()[0]), (1, 1, 1));
 }
+
+#[tokio::test]
+async fn list_tasks_sees_only_the_named_cluster_even_when_names_share_a_prefix() {
+    let env = start().await;
+    let td = register_task_definition(&env.ecs, "pc-defender", &[]).await;
+    let mut tasks = std::collections::BTreeMap::new();
+    for cluster in ["saas", "saassi"] {
+        create_cluster(&env.ecs, cluster).await;
+        let ci = register_instance(&env, cluster).await;
+        tasks.insert(cluster, start_service_task(&env, cluster, "pc-defender", &td, &ci).await);
+    }
+    let listed = env.ecs.list_tasks().cluster("saas").send().await.unwrap();
+    assert_eq!(listed.task_arns(), [tasks["saas"].clone()]);
+    let listed = env.ecs.list_tasks().cluster("saassi").send().await.unwrap();
+    assert_eq!(listed.task_arns(), [tasks["saassi"].clone()]);
+    // moto matches the cluster by substring: `saas` also sees `saassi`'s task.
+    let bare = env.moto_ecs.list_tasks().cluster("saas").send().await.unwrap();
+    assert_eq!(bare.task_arns().len(), 2);
+}

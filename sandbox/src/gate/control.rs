@@ -12,6 +12,9 @@
 //! | `GET /rate-limits` | `{"ecs": {"perSecond": 20, "burst": 50}}` |
 //! | `POST /rate-limits` | `{"service":"ecs","perSecond":20,"burst":50}` sets a service's limit |
 //! | `DELETE /rate-limits[?service=ecs]` | removes one or all limits |
+//! | `POST /credentials` | `{"accessKeyId":"AKIA...","secretAccessKey":"..."}`: another key SigV4 verification accepts |
+//! | `GET /paging` | `{"pageSize": 2}` (`null`: AWS's page sizes) |
+//! | `POST /paging` | `{"pageSize": 2}` sets the page size of every list call; `DELETE /paging` removes it |
 
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/reset-log", post(reset_log))
         .route("/faults", get(list_faults).post(add_faults).delete(clear_faults))
         .route("/rate-limits", get(list_limits).post(set_limit).delete(clear_limits))
+        .route("/paging", get(get_paging).post(set_paging).delete(clear_paging))
+        .route("/credentials", post(add_credentials))
         .with_state(shared)
 }
 
@@ -120,5 +125,37 @@ async fn clear_limits(State(sh): State<Arc<Shared>>, Query(q): Query<ServicePara
     for s in services {
         sh.control.set_rate_limit(&s, None);
     }
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Paging {
+    page_size: Option<usize>,
+}
+
+async fn get_paging(State(sh): State<Arc<Shared>>) -> Json<Paging> {
+    Json(Paging { page_size: sh.page_size() })
+}
+
+async fn set_paging(State(sh): State<Arc<Shared>>, Json(body): Json<Paging>) -> StatusCode {
+    sh.set_page_size(body.page_size);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_paging(State(sh): State<Arc<Shared>>) -> StatusCode {
+    sh.set_page_size(None);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+async fn add_credentials(State(sh): State<Arc<Shared>>, Json(body): Json<Credentials>) -> StatusCode {
+    sh.keys.lock().unwrap().insert(body.access_key_id, body.secret_access_key);
     StatusCode::NO_CONTENT
 }

@@ -125,6 +125,7 @@ pub(crate) async fn handle(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         "DescribeClusters" => describe_clusters(sh, ctx).await,
         "DeleteCluster" => delete_cluster(sh, ctx).await,
         "CreateCluster" => create_cluster(sh, ctx).await,
+        op if super::paging::ecs_list(op).is_some() => super::paging::ecs_list_call(sh, ctx).await,
         _ => Ok(sh.forward(ctx, None).await?.into_response()),
     }
 }

@@ -26,7 +26,7 @@ pub struct Fault {
     pub rate: Option<f64>,
 }
 
-/// What a fault does. JSON: `"throttle"`, `"drop"`, `{"status": 503}`, `{"latencyMs": 800}`.
+/// What a fault does. JSON: `"throttle"`, `"drop"`, `"dropResponse"`, `{"status": 503}`, `{"latencyMs": 800}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum FaultKind {
@@ -38,8 +38,11 @@ pub enum FaultKind {
     /// The call is delayed, then served normally.
     #[serde(rename = "latencyMs", with = "millis")]
     Latency(Duration),
-    /// The connection is closed without a response.
+    /// The connection is closed without a response (the call never reaches moto).
     Drop,
+    /// The call is carried out (moto does the work), then the connection is closed without the
+    /// answer: AWS did it, the caller does not know.
+    DropResponse,
 }
 
 mod millis {
@@ -228,6 +231,7 @@ mod tests {
         assert_eq!(f, Fault::new("ec2", FaultKind::Throttle).with_rate(0.5));
         assert_eq!(serde_json::to_string(&FaultKind::Status(503)).unwrap(), r#"{"status":503}"#);
         assert_eq!(serde_json::to_string(&FaultKind::Drop).unwrap(), r#""drop""#);
+        assert_eq!(serde_json::to_string(&FaultKind::DropResponse).unwrap(), r#""dropResponse""#);
     }
 
     #[test]

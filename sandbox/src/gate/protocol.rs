@@ -11,7 +11,7 @@ use http_body_util::Full;
 /// How a service encodes requests and errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// awsJson1_1 (ECS, SSM): operation in `X-Amz-Target`, errors `{"__type": .., "message": ..}`.
+    /// awsJson1_1 (ECS, SSM, Secrets Manager): operation in `X-Amz-Target`, errors `{"__type": .., "message": ..}`.
     Json,
     /// awsQuery (Auto Scaling, IAM, STS): `Action=` in a form body, errors `<ErrorResponse>`.
     Query,
@@ -49,8 +49,12 @@ impl Identified {
 }
 
 /// Prefix of `X-Amz-Target` -> service signing name.
-const JSON_TARGETS: &[(&str, &str)] =
-    &[("AmazonEC2ContainerServiceV20141113", "ecs"), ("AmazonSSM", "ssm"), ("AWSSecurityTokenServiceV20110615", "sts")];
+const JSON_TARGETS: &[(&str, &str)] = &[
+    ("AmazonEC2ContainerServiceV20141113", "ecs"),
+    ("AmazonSSM", "ssm"),
+    ("AWSSecurityTokenServiceV20110615", "sts"),
+    ("secretsmanager", "secretsmanager"),
+];
 
 /// Identifies service, operation and region of a request.
 pub fn identify(headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Identified {
@@ -83,7 +87,7 @@ pub fn identify(headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Identified {
     let service = if scope_service.is_empty() { "unknown".to_string() } else { scope_service };
     let protocol = match service.as_str() {
         "ec2" => Protocol::Ec2Query,
-        "ecs" | "ssm" => Protocol::Json,
+        "ecs" | "ssm" | "secretsmanager" => Protocol::Json,
         "unknown" if operation == "unknown" => Protocol::Other,
         _ => Protocol::Query,
     };
@@ -259,7 +263,7 @@ pub fn error_response(service: &str, status: u16, code: &str, message: &str) -> 
 /// The protocol a service speaks.
 pub fn protocol_of(service: &str) -> Protocol {
     match service {
-        "ecs" | "ssm" => Protocol::Json,
+        "ecs" | "ssm" | "secretsmanager" => Protocol::Json,
         "ec2" => Protocol::Ec2Query,
         "autoscaling" | "iam" | "sts" => Protocol::Query,
         _ => Protocol::Other,
@@ -279,7 +283,7 @@ fn query_namespace(service: &str) -> &'static str {
 pub fn throttle_error(service: &str) -> (u16, &'static str, &'static str) {
     match service {
         "ec2" => (503, "RequestLimitExceeded", "Request limit exceeded."),
-        "ecs" | "ssm" => (400, "ThrottlingException", "Rate exceeded"),
+        "ecs" | "ssm" | "secretsmanager" => (400, "ThrottlingException", "Rate exceeded"),
         _ => (400, "Throttling", "Rate exceeded"),
     }
 }

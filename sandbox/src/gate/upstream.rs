@@ -79,61 +79,109 @@ impl Upstream {
         Ok(Raw { status, headers, body })
     }
 
-    /// A handle for side queries on behalf of a request with these headers.
+    /// A handle for side queries on behalf of a request with these headers (same account and region).
     pub fn side(&self, incoming: &HeaderMap) -> Side<'_> {
-        let mut headers = HeaderMap::new();
-        for name in [http::header::AUTHORIZATION.as_str(), "x-moto-account-id", "x-amz-date"] {
-            if let Some(v) = incoming.get(name) {
-                headers.insert(http::HeaderName::from_static(name), v.clone());
-            }
-        }
-        Side { up: self, headers }
+        let account = incoming.get("x-moto-account-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let region = protocol::credential_scope(incoming)
+            .map(|(r, _)| r)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Side { up: self, account, region }
+    }
+
+    /// A handle for side queries the gate makes on its own (background work), as `account` in `region`.
+    pub fn side_as(&self, account: &str, region: &str) -> Side<'_> {
+        Side { up: self, account: Some(account.to_string()), region: region.to_string() }
     }
 }
 
 /// An error answer of a side query.
 #[derive(Debug, thiserror::Error)]
-#[error("moto answered {status} {code:?}")]
+#[error("moto answered {status} {code:?}: {message}")]
 pub struct SideError {
     pub status: u16,
     pub code: Option<String>,
+    pub message: String,
 }
 
+/// Side queries to moto. moto routes a query-protocol call by the service in the credential scope
+/// (it does not check signatures), so each call carries a scope for its own service.
 pub struct Side<'a> {
     up: &'a Upstream,
-    headers: HeaderMap,
+    account: Option<String>,
+    region: String,
 }
 
 impl Side<'_> {
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn headers(&self, service: &str) -> Result<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}/20240101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
+            crate::moto::ACCESS_KEY_ID,
+            self.region
+        );
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&auth)?);
+        if let Some(a) = &self.account {
+            headers.insert("x-moto-account-id", HeaderValue::from_str(a)?);
+        }
+        Ok(headers)
+    }
+
     /// An ECS JSON call.
     pub async fn ecs(&self, operation: &str, body: Value) -> Result<Value> {
-        let mut headers = self.headers.clone();
-        headers
-            .insert("x-amz-target", HeaderValue::from_str(&format!("AmazonEC2ContainerServiceV20141113.{operation}"))?);
+        self.json("ecs", &format!("AmazonEC2ContainerServiceV20141113.{operation}"), body).await
+    }
+
+    /// A JSON-protocol call (`target` is the whole `X-Amz-Target`).
+    pub async fn json(&self, service: &str, target: &str, body: Value) -> Result<Value> {
+        let mut headers = self.headers(service)?;
+        headers.insert("x-amz-target", HeaderValue::from_str(target)?);
         headers.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         let raw = self.up.send(&Method::POST, "/", &headers, Bytes::from(body.to_string())).await?;
         if raw.status != 200 {
             let code = protocol::error_code(raw.status, &raw.headers, &raw.body);
-            return Err(SideError { status: raw.status, code }.into());
+            let message = String::from_utf8_lossy(&raw.body).chars().take(300).collect();
+            return Err(SideError { status: raw.status, code, message }.into());
         }
-        raw.json().context("moto's ECS answer is not JSON")
+        raw.json().context("moto's answer is not JSON")
     }
 
-    /// A query-protocol call (Auto Scaling); returns the parsed XML answer.
+    /// An Auto Scaling (query-protocol) call; returns the parsed XML answer.
     pub async fn query(&self, action: &str, version: &str, params: &[(&str, String)]) -> Result<xml::Node> {
+        self.call("autoscaling", action, version, params).await
+    }
+
+    /// An EC2 call.
+    pub async fn ec2(&self, action: &str, params: &[(&str, String)]) -> Result<xml::Node> {
+        self.call("ec2", action, "2016-11-15", params).await
+    }
+
+    /// A query-protocol call of any service (`autoscaling`, `ec2`, `iam`, `sts`).
+    pub async fn call(
+        &self,
+        service: &str,
+        action: &str,
+        version: &str,
+        params: &[(&str, String)],
+    ) -> Result<xml::Node> {
         let mut form: Vec<(&str, &str)> = vec![("Action", action), ("Version", version)];
         form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
         let body = serde_urlencoded::to_string(&form)?;
-        let mut headers = self.headers.clone();
+        let mut headers = self.headers(service)?;
         headers.insert("content-type", HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"));
         let raw = self.up.send(&Method::POST, "/", &headers, Bytes::from(body)).await?;
         if raw.status != 200 {
             let code = protocol::error_code(raw.status, &raw.headers, &raw.body);
-            return Err(SideError { status: raw.status, code }.into());
+            let message = String::from_utf8_lossy(&raw.body).chars().take(300).collect();
+            return Err(SideError { status: raw.status, code, message }.into());
         }
         let text = std::str::from_utf8(&raw.body)?;
         let node = xml::parse(text)?;
-        if node.name.ends_with("ErrorResponse") {
+        if node.name.ends_with("ErrorResponse") || (node.name == "Response" && node.child("Errors").is_some()) {
             bail!("moto answered an error: {text}");
         }
         Ok(node)

@@ -152,3 +152,103 @@ pub async fn describe_service(ecs: &aws_sdk_ecs::Client, cluster: &str, name: &s
     ecs.describe_services().cluster(cluster).services(name).send().await.expect("DescribeServices").services()[0]
         .clone()
 }
+
+/// A query-protocol call (IAM, STS, EC2, ...) signed with `key` by the AWS SigV4 signer, sent to
+/// `endpoint`; returns the status and body. For services this crate has no SDK client for.
+pub async fn signed_query(endpoint: &str, service: &str, form: &[(&str, &str)], key: (&str, &str)) -> (u16, String) {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    signed_request(endpoint, service, &[("content-type", "application/x-www-form-urlencoded; charset=utf-8")], body)
+        .with_key(key)
+        .send()
+        .await
+}
+
+/// A JSON-protocol call (Secrets Manager, ...) signed with the sandbox's key.
+pub async fn signed_json(endpoint: &str, service: &str, target: &str, body: serde_json::Value) -> (u16, String) {
+    signed_request(
+        endpoint,
+        service,
+        &[("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target)],
+        body.to_string(),
+    )
+    .send()
+    .await
+}
+
+pub struct SignedRequest {
+    endpoint: String,
+    service: String,
+    headers: Vec<(String, String)>,
+    body: String,
+    key: (String, String),
+    /// Replaces the body after signing (what a tampering proxy would do).
+    tamper: Option<String>,
+}
+
+pub fn signed_request(endpoint: &str, service: &str, headers: &[(&str, &str)], body: String) -> SignedRequest {
+    SignedRequest {
+        endpoint: endpoint.to_string(),
+        service: service.to_string(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        body,
+        key: (ACCESS_KEY_ID.to_string(), SECRET_ACCESS_KEY.to_string()),
+        tamper: None,
+    }
+}
+
+impl SignedRequest {
+    pub fn with_key(mut self, key: (&str, &str)) -> Self {
+        self.key = (key.0.to_string(), key.1.to_string());
+        self
+    }
+
+    pub fn tampered(mut self, body: &str) -> Self {
+        self.tamper = Some(body.to_string());
+        self
+    }
+
+    pub async fn send(self) -> (u16, String) {
+        use aws_sigv4::{
+            http_request::{SignableBody, SignableRequest, SigningSettings, sign},
+            sign::v4,
+        };
+        let identity = Credentials::new(&self.key.0, &self.key.1, None, None, "test").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name(&self.service)
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let url = format!("{}/", self.endpoint.trim_end_matches('/'));
+        let host = url::Url::parse(&url).unwrap();
+        let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
+        let mut headers = self.headers.clone();
+        headers.push(("host".into(), host));
+        let signable = SignableRequest::new(
+            "POST",
+            &url,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(self.body.as_bytes()),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder().method("POST").uri(&url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        let mut req = req.body(()).unwrap();
+        instructions.apply_to_request_http1x(&mut req);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut out = client.post(&url);
+        for (k, v) in req.headers() {
+            if k != "host" {
+                out = out.header(k, v);
+            }
+        }
+        let resp = out.body(self.tamper.unwrap_or(self.body)).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
