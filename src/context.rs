@@ -2,7 +2,11 @@
 //! metrics, the Event recorder and the operator's settings. Its own module so the controller and
 //! the pipeline both use it without importing each other.
 
-use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use kube::{Client, runtime::events::Recorder};
 
@@ -59,4 +63,3 @@ pub struct Context {
     /// Consecutive failures per resource, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
 }
-

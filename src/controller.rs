@@ -71,10 +71,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
             None => Api::all(ctx.client.clone()),
         };
         let store = controller.store();
-        controller = controller.watches_stream(
-            watcher(secrets, watcher::Config::default()).touched_objects(),
-            move |secret| referencing(&store.state(), &secret.metadata),
-        );
+        controller = controller
+            .watches_stream(watcher(secrets, watcher::Config::default()).touched_objects(), move |secret| {
+                referencing(&store.state(), &secret.metadata)
+            });
     }
     controller
         .shutdown_on_signal()

@@ -262,8 +262,12 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         return Err(InvalidSpec(problems));
     }
 
-    let task_family =
-        spec.defender.task_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_defender_name(&cluster_name));
+    let task_family = spec
+        .defender
+        .task_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default_defender_name(&cluster_name));
     let service_name =
         spec.service.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_defender_name(&cluster_name));
     let generator_options = build_generator_options(edd, &console_address, &task_family);

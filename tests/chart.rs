@@ -466,7 +466,8 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     assert!(is_forbidden(elsewhere.get("demo").await), "a resource outside the watched namespace");
 
     // watchSecrets=false: Secrets by name only.
-    let by_name = install_rbac_and_login(&cp, &render("edo-names", &["watchNamespace=team-a", "watchSecrets=false"])).await;
+    let by_name =
+        install_rbac_and_login(&cp, &render("edo-names", &["watchNamespace=team-a", "watchSecrets=false"])).await;
     let secrets: Api<Secret> = Api::namespaced(by_name.clone(), WATCHED);
     secrets.get("pc-console").await.expect("get by name");
     assert!(is_forbidden(secrets.list(&ListParams::default()).await), "list secrets");

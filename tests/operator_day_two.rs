@@ -36,7 +36,9 @@ async fn wait_ready_for(
     .await;
     match found {
         Some(edd) => edd,
-        None => panic!("{name} not Ready as expected; status: {:#?}", h.api.get(name).await.ok().and_then(|e| e.status)),
+        None => {
+            panic!("{name} not Ready as expected; status: {:#?}", h.api.get(name).await.ok().and_then(|e| e.status))
+        }
     }
 }
 
@@ -124,11 +126,8 @@ async fn launch_template_names(h: &Harness) -> Vec<String> {
 async fn launch_configuration_names(h: &Harness) -> Vec<String> {
     let aws = h.aws().await;
     let out = aws.autoscaling.describe_launch_configurations().send().await.unwrap();
-    let mut names: Vec<String> = out
-        .launch_configurations()
-        .iter()
-        .filter_map(|c| c.launch_configuration_name().map(str::to_string))
-        .collect();
+    let mut names: Vec<String> =
+        out.launch_configurations().iter().filter_map(|c| c.launch_configuration_name().map(str::to_string)).collect();
     names.sort();
     names
 }
@@ -183,11 +182,15 @@ async fn a_launch_configuration_is_replaced_and_the_old_one_deleted_once_unused(
     .status
     .unwrap();
     let new_lc = after.launch_configuration_name.unwrap();
-    eventually(Duration::from_secs(60), || async { (launch_configuration_names(&h).await == [new_lc.clone()]).then_some(()) })
-        .await
-        .unwrap_or_else(|| panic!("the old launch configuration {old_lc} was not deleted"));
+    eventually(Duration::from_secs(60), || async {
+        (launch_configuration_names(&h).await == [new_lc.clone()]).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the old launch configuration {old_lc} was not deleted"));
     assert_eq!(count(&h, "autoscaling:StartInstanceRefresh"), 1);
-    assert!(group_instances(&h, "legacy-workers").await.iter().all(|(_, _, lc)| lc.as_deref() == Some(new_lc.as_str())));
+    assert!(
+        group_instances(&h, "legacy-workers").await.iter().all(|(_, _, lc)| lc.as_deref() == Some(new_lc.as_str()))
+    );
 
     h.api.delete("legacy", &DeleteParams::default()).await.unwrap();
     h.wait_gone("legacy", Duration::from_secs(180)).await;
@@ -211,8 +214,7 @@ async fn a_new_ami_behind_the_ssm_parameter_is_rolled_out_on_resync() {
     let put = |ami: String| {
         let ssm = &ssm;
         async move {
-            ssm
-                .put_parameter()
+            ssm.put_parameter()
                 .name("/team/ecs-ami")
                 .value(ami)
                 .r#type(aws_sdk_ssm::types::ParameterType::String)
@@ -271,12 +273,8 @@ async fn sizes_and_subnets_change_with_one_update() {
     assert_eq!(count(&h, "autoscaling:StartInstanceRefresh"), 0);
     let g = aws.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("sizes-workers").send().await;
     let g = g.unwrap();
-    let mut zone: Vec<String> = g.auto_scaling_groups()[0]
-        .vpc_zone_identifier()
-        .unwrap()
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let mut zone: Vec<String> =
+        g.auto_scaling_groups()[0].vpc_zone_identifier().unwrap().split(',').map(str::to_string).collect();
     zone.sort();
     assert_eq!(zone, two);
 }
@@ -296,7 +294,8 @@ async fn a_defender_option_change_under_faults_ends_with_exactly_one_new_revisio
     h.sandbox.gate().add_fault(Fault::new("ecs", FaultKind::Throttle).times(4));
     patch_spec(&h, "opts", serde_json::json!({"defender": {"options": {"privileged": false}}})).await;
     let after = wait_ready_for(&h, "opts", |st| {
-        st.task_definition_arn.as_deref().is_some_and(|a| a.ends_with("opts-defender:2")) && st.defenders_running == Some(2)
+        st.task_definition_arn.as_deref().is_some_and(|a| a.ends_with("opts-defender:2"))
+            && st.defenders_running == Some(2)
     })
     .await;
     assert_eq!(count(&h, "ecs:RegisterTaskDefinition"), 2, "exactly one new revision");
@@ -328,7 +327,8 @@ async fn renames_and_kind_switches_leave_only_what_the_spec_names() {
 
     // The launch template.
     patch_spec(&h, "ren", serde_json::json!({"workers": {"name": "ren-lt2"}})).await;
-    wait_ready_for(&h, "ren", |st| st.owned.launch_templates == ["ren-lt2"] && st.instances_up_to_date == Some(2)).await;
+    wait_ready_for(&h, "ren", |st| st.owned.launch_templates == ["ren-lt2"] && st.instances_up_to_date == Some(2))
+        .await;
     assert_eq!(launch_template_names(&h).await, ["ren-lt2"]);
 
     // The Auto Scaling group.
@@ -357,7 +357,11 @@ async fn renames_and_kind_switches_leave_only_what_the_spec_names() {
     for name in ["other", "ren"] {
         let err = h
             .api
-            .patch("ren", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"cluster": {"name": name}}})))
+            .patch(
+                "ren",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"cluster": {"name": name}}})),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("spec.cluster.name is immutable"), "{err}");
@@ -441,7 +445,13 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
         .await
         .unwrap();
     eventually(Duration::from_secs(60), || async {
-        let g = aws.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("drift-workers").send().await.ok()?;
+        let g = aws
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("drift-workers")
+            .send()
+            .await
+            .ok()?;
         (g.auto_scaling_groups()[0].desired_capacity() == Some(2)).then_some(())
     })
     .await
@@ -452,7 +462,9 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
     aws.ec2
         .create_launch_template_version()
         .launch_template_id(&lt_id)
-        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type("t3.micro".into()).build())
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type("t3.micro".into()).build(),
+        )
         .send()
         .await
         .unwrap();
@@ -498,8 +510,17 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
     .expect("the group was not created again");
 
     let events: Vec<_> = event_reasons(&h).await.into_iter().filter(|(r, _)| r == "DriftRepaired").collect();
-    for what in ["resized", "default version", "deregistered", "service drift-defender was deleted", "Auto Scaling group drift-workers was deleted"] {
-        assert!(events.iter().any(|(_, note)| note.contains(what)), "no DriftRepaired Event about {what:?}: {events:#?}");
+    for what in [
+        "resized",
+        "default version",
+        "deregistered",
+        "service drift-defender was deleted",
+        "Auto Scaling group drift-workers was deleted",
+    ] {
+        assert!(
+            events.iter().any(|(_, note)| note.contains(what)),
+            "no DriftRepaired Event about {what:?}: {events:#?}"
+        );
     }
 }
 

@@ -180,6 +180,7 @@ impl EcsWorld {
     }
 
     /// The control API (faults per cluster, service events) for other processes; see [`control`].
+
     pub fn control_url(&self) -> String {
         self.control_url.clone()
     }
@@ -978,4 +979,23 @@ fn task_of(t: &aws_sdk_ecs::types::Task) -> (scheduler::Task, bool) {
         },
         t.last_status() == Some("RUNNING"),
     )
+}
+
+impl EcsWorld {
+    /// What the gate shows as `DescribeServices` events (the world's state, shared).
+    pub fn service_event_source(&self) -> std::sync::Arc<dyn crate::gate::ServiceEvents> {
+        std::sync::Arc::new(self.state.clone())
+    }
+}
+
+/// The gate shows the world's service events in `DescribeServices`, newest first.
+impl crate::gate::ServiceEvents for WorldState {
+    fn events(&self, region: &str, cluster: &str, service: &str) -> Vec<(String, f64)> {
+        let mut list: Vec<(String, f64)> = WorldState::events(self, region, cluster, service)
+            .into_iter()
+            .map(|e| (e.message, e.created_at.timestamp_millis() as f64 / 1000.0))
+            .collect();
+        list.sort_by(|a, b| b.1.total_cmp(&a.1));
+        list
+    }
 }

@@ -194,6 +194,11 @@ impl FaultControl {
 }
 
 /// State shared by the proxy's connections.
+/// The events of a service, newest first, as (message, seconds since the epoch).
+pub trait ServiceEvents: Send + Sync {
+    fn events(&self, region: &str, cluster: &str, service: &str) -> Vec<(String, f64)>;
+}
+
 pub(crate) struct Shared {
     cfg: GateConfig,
     upstream: Upstream,
@@ -210,6 +215,9 @@ pub(crate) struct Shared {
     keys: Mutex<std::collections::HashMap<String, String>>,
     /// The page size of list calls; 0: AWS's own.
     page_size: std::sync::atomic::AtomicUsize,
+    /// Where service events come from (the ECS world places tasks, so it knows why one could not
+    /// be placed); set once the world runs.
+    service_events: Mutex<Option<Arc<dyn ServiceEvents>>>,
     /// Held across check-then-forward of the ruled mutations, so two concurrent calls cannot both
     /// pass a check (two CreateService of one name, for instance).
     rules_lock: tokio::sync::Mutex<()>,
@@ -341,6 +349,7 @@ impl Gate {
             ami_architectures: Mutex::new(Default::default()),
             page_size,
             keys: Mutex::new(keys),
+            service_events: Mutex::new(None),
             rules_lock: tokio::sync::Mutex::new(()),
         });
         let mut tasks = JoinSet::new();
@@ -397,6 +406,11 @@ impl Gate {
 
     pub fn clear_faults(&self) {
         self.shared.control.clear();
+    }
+
+    /// Lets `DescribeServices` show the events `source` knows (placement failures), as ECS does.
+    pub fn set_service_events(&self, source: Arc<dyn ServiceEvents>) {
+        *self.shared.service_events.lock().unwrap() = Some(source);
     }
 
     /// Accepts another access key (tests that sign with keys of their own).

@@ -94,7 +94,9 @@ impl Sandbox {
                 for c in &consoles {
                     cfg.registries.push(Arc::new(c.clone()));
                 }
-                (Some(gate), Some(EcsWorld::start(cfg).await?))
+                let world = EcsWorld::start(cfg).await?;
+                gate.set_service_events(world.service_event_source());
+                (Some(gate), Some(world))
             }
             None => (None, None),
         };

@@ -38,8 +38,13 @@ pub struct AsgInstance {
 pub enum LaunchSource {
     /// A launch template by name at an explicit version (`None`: the version created earlier in
     /// the same plan), so that instances tell which launch data they run.
-    Template { name: String, version: Option<i64> },
-    Configuration { name: String },
+    Template {
+        name: String,
+        version: Option<i64>,
+    },
+    Configuration {
+        name: String,
+    },
 }
 
 /// Changes to a group; `None` leaves a field as it is.
@@ -65,10 +70,7 @@ pub struct InstanceRefresh {
 
 impl InstanceRefresh {
     pub fn in_progress(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking"
-        )
+        matches!(self.status.as_str(), "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking")
     }
 }
 

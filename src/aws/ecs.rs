@@ -1,7 +1,8 @@
 //! ECS calls: clusters, container instances, task definitions, services, tasks.
 
 use aws_sdk_ecs::types::{
-    ClusterField, DesiredStatus, LaunchType, SchedulingStrategy, ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus,
+    ClusterField, DesiredStatus, LaunchType, SchedulingStrategy, ServiceField, Tag, TaskDefinitionField,
+    TaskDefinitionStatus,
 };
 use aws_smithy_types::body::SdkBody;
 

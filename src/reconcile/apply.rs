@@ -92,7 +92,9 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
                 ..u.clone()
             };
             aws.update_auto_scaling_group(&u).await?;
-            applied.done.push((action.name(), format!("updated Auto Scaling group {}: {}", u.name, describe_update(&u))));
+            applied
+                .done
+                .push((action.name(), format!("updated Auto Scaling group {}: {}", u.name, describe_update(&u))));
         }
         Action::StartInstanceRefresh { name, min_healthy_percentage } => {
             let id = aws.start_instance_refresh(name, *min_healthy_percentage).await?;

@@ -68,10 +68,7 @@ impl Recorded {
             auto_scaling_group_arn: s.auto_scaling_group_arn.clone(),
             task_definition_arn: s.task_definition_arn.clone(),
             owned: s.owned.clone(),
-            ready: s
-                .conditions
-                .iter()
-                .any(|c| c.type_ == crate::crd::conditions::READY && c.status == "True"),
+            ready: s.conditions.iter().any(|c| c.type_ == crate::crd::conditions::READY && c.status == "True"),
         }
     }
 }

@@ -15,7 +15,9 @@ use super::teardown::TeardownAction;
 use crate::{
     aws::{
         InstanceSpec, Tags,
-        autoscaling::{AutoScalingGroup, AutoScalingGroupUpdate, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration},
+        autoscaling::{
+            AutoScalingGroup, AutoScalingGroupUpdate, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration,
+        },
         ec2::NewLaunchTemplate,
         ecs::ContainerInstance,
         tags::{self, owned_by},
@@ -227,7 +229,11 @@ fn current_names(d: &Desired, launch_configuration: Option<&str>) -> OwnedResour
 
 /// (pure) What `status.owned` lists that the spec no longer names. Launch configurations are
 /// immutable and named after their content, so every recorded one but the current is stale.
-pub fn stale_names(d: &Desired, recorded: &OwnedResources, current_launch_configuration: Option<&str>) -> OwnedResources {
+pub fn stale_names(
+    d: &Desired,
+    recorded: &OwnedResources,
+    current_launch_configuration: Option<&str>,
+) -> OwnedResources {
     let now = current_names(d, current_launch_configuration);
     let minus = |all: &[String], keep: &[String]| -> Vec<String> {
         all.iter().filter(|n| !keep.contains(n)).cloned().collect()
@@ -391,7 +397,11 @@ impl Planner<'_> {
         // The launch data, resolved: every reconcile, so a new AMI behind the SSM parameter is seen.
         let Some(inputs) = &o.launch_inputs else {
             self.needs.insert(Need::LaunchInputs);
-            return StepReport::new(StepState::Progressing, "Resolving", "resolving the AMI, security groups and subnets");
+            return StepReport::new(
+                StepState::Progressing,
+                "Resolving",
+                "resolving the AMI, security groups and subnets",
+            );
         };
         let image_id = match &inputs.image_id {
             Ok(id) => id.clone(),
@@ -462,7 +472,11 @@ impl Planner<'_> {
                                     format!("looking for launch template {} versions", lt.name),
                                 );
                             };
-                            match versions.iter().filter(|v| v.description.as_ref() == Some(&wanted)).max_by_key(|v| v.number) {
+                            match versions
+                                .iter()
+                                .filter(|v| v.description.as_ref() == Some(&wanted))
+                                .max_by_key(|v| v.number)
+                            {
                                 // The wanted launch data exists as a version: the default was changed.
                                 Some(v) => {
                                     self.note_drift(format!(
@@ -580,11 +594,9 @@ impl Planner<'_> {
         let outdated = in_group.len() - current.len();
         self.workers.instances_up_to_date = Some(current.len() as i32);
         let group_ids: BTreeSet<&str> = g.instances.iter().map(|i| i.id.as_str()).collect();
-        let registered = self
-            .active_instances()
-            .into_iter()
-            .filter(|ci| group_ids.contains(ci.ec2_instance_id.as_str()))
-            .count() as i32;
+        let registered =
+            self.active_instances().into_iter().filter(|ci| group_ids.contains(ci.ec2_instance_id.as_str())).count()
+                as i32;
         if outdated > 0 && w.rollout == RolloutStrategy::InstanceRefresh {
             let Some(refreshes) = &o.instance_refreshes else {
                 self.needs.insert(Need::InstanceRefreshes);
@@ -637,7 +649,9 @@ impl Planner<'_> {
                     self.needs.insert(Need::ScalingActivities);
                 }
                 Some(activities) => {
-                    if let Some(a) = activities.iter().find(|a| a.status_code == "Failed" || a.status_code == "Cancelled") {
+                    if let Some(a) =
+                        activities.iter().find(|a| a.status_code == "Failed" || a.status_code == "Cancelled")
+                    {
                         message.push_str(&format!(
                             "; the newest scaling activity failed: {}",
                             a.status_message.as_deref().or(a.description.as_deref()).unwrap_or("no reason given")
@@ -725,7 +739,11 @@ impl Planner<'_> {
                 format!("task definition {}:{} is current", td.family, td.revision),
             );
         }
-        self.actions.push(Action::RegisterTaskDefinition { family: d.task_family.clone(), generated: generated.clone(), tags });
+        self.actions.push(Action::RegisterTaskDefinition {
+            family: d.task_family.clone(),
+            generated: generated.clone(),
+            tags,
+        });
         StepReport::new(
             StepState::Progressing,
             "Registering",
@@ -742,11 +760,8 @@ impl Planner<'_> {
         // The revision the service should run: the one being registered now, or the current one.
         let target: Option<String> =
             if self.registering() { None } else { o.task_definition.as_ref().map(|t| t.arn.clone()) };
-        let recorded_here = o
-            .recorded
-            .service_arn
-            .as_deref()
-            .is_some_and(|a| a.rsplit('/').next() == Some(d.service_name.as_str()));
+        let recorded_here =
+            o.recorded.service_arn.as_deref().is_some_and(|a| a.rsplit('/').next() == Some(d.service_name.as_str()));
         match o.service.as_ref().filter(|s| s.status != "INACTIVE") {
             None => {
                 if recorded_here {
@@ -756,7 +771,11 @@ impl Planner<'_> {
                     ));
                 }
                 self.push_create_service(target);
-                StepReport::new(StepState::Progressing, "Creating", format!("creating DAEMON service {}", d.service_name))
+                StepReport::new(
+                    StepState::Progressing,
+                    "Creating",
+                    format!("creating DAEMON service {}", d.service_name),
+                )
             }
             Some(s) if s.status == "DRAINING" => StepReport::new(
                 StepState::Progressing,
@@ -918,7 +937,9 @@ impl Planner<'_> {
         let mut remove = vec![];
         for s in stale.services.iter().filter(|s| owned_by(&s.tags, &d.uid)) {
             match s.status.as_str() {
-                "ACTIVE" => remove.push(TeardownAction::DeleteService { cluster: d.cluster_name.clone(), name: s.name.clone() }),
+                "ACTIVE" => {
+                    remove.push(TeardownAction::DeleteService { cluster: d.cluster_name.clone(), name: s.name.clone() })
+                }
                 "DRAINING" => waiting.push(format!("service {} to drain", s.name)),
                 _ => {}
             }
@@ -977,7 +998,11 @@ impl Planner<'_> {
             }
         }
         self.actions.extend(remove.into_iter().map(Action::Remove));
-        if waiting.is_empty() { None } else { Some(format!("removing what the spec no longer names: waiting for {}", waiting.join(", "))) }
+        if waiting.is_empty() {
+            None
+        } else {
+            Some(format!("removing what the spec no longer names: waiting for {}", waiting.join(", ")))
+        }
     }
 
     /// `status.owned` after this plan: what was recorded, plus the current names of what exists
@@ -1121,7 +1146,6 @@ fn list(items: &[&str]) -> String {
     if items.len() <= 5 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! One test per observed state of the world: the actions planned, the step reports, the needs.
@@ -1176,7 +1200,13 @@ mod tests {
     }
 
     fn lt() -> LaunchTemplate {
-        LaunchTemplate { id: "lt-1".into(), name: "demo-workers".into(), default_version: 1, latest_version: 1, tags: ours() }
+        LaunchTemplate {
+            id: "lt-1".into(),
+            name: "demo-workers".into(),
+            default_version: 1,
+            latest_version: 1,
+            tags: ours(),
+        }
     }
 
     fn lt_version(number: i64, hash: &str) -> LaunchTemplateVersion {
@@ -1388,7 +1418,11 @@ mod tests {
         let p = plan(&desired(), &o);
         assert_eq!(p.steps.workers.reason, "WaitingForContainerInstances");
         assert!(p.steps.workers.message.starts_with("1 of 2 container instances"), "{}", p.steps.workers.message);
-        assert_eq!(needs(&p), [Need::ScalingActivities, Need::GeneratedTaskDefinition], "the Defender goes ahead once workers exist");
+        assert_eq!(
+            needs(&p),
+            [Need::ScalingActivities, Need::GeneratedTaskDefinition],
+            "the Defender goes ahead once workers exist"
+        );
         o.scaling_activities = Some(vec![ScalingActivity {
             status_code: "Failed".into(),
             status_message: Some("Invalid IAM Instance Profile name. Launching EC2 instance failed.".into()),
@@ -1396,7 +1430,9 @@ mod tests {
         }]);
         let p = plan(&desired(), &o);
         assert!(
-            p.steps.workers.message.ends_with("the newest scaling activity failed: Invalid IAM Instance Profile name. Launching EC2 instance failed."),
+            p.steps.workers.message.ends_with(
+                "the newest scaling activity failed: Invalid IAM Instance Profile name. Launching EC2 instance failed."
+            ),
             "{}",
             p.steps.workers.message
         );
@@ -1510,12 +1546,15 @@ mod tests {
     fn a_default_version_changed_outside_is_set_back() {
         let mut o = converged();
         o.launch_template_default = Some(lt_version(3, "someone-elses"));
-        o.launch_template_versions =
-            Some(vec![lt_version(1, &hash_of(&desired())), lt_version(3, "someone-elses")]);
+        o.launch_template_versions = Some(vec![lt_version(1, &hash_of(&desired())), lt_version(3, "someone-elses")]);
         let p = plan(&desired(), &o);
         assert_eq!(
             p.actions,
-            [Action::SetDefaultLaunchTemplateVersion { id: "lt-1".into(), name: "demo-workers".into(), version: Some(1) }]
+            [Action::SetDefaultLaunchTemplateVersion {
+                id: "lt-1".into(),
+                name: "demo-workers".into(),
+                version: Some(1)
+            }]
         );
         assert_eq!(p.drift.len(), 1);
     }
@@ -1747,11 +1786,7 @@ mod tests {
         assert_eq!(p.steps.workers.reason, "NotManaged");
         assert_eq!(needs(&p), [Need::Stale]);
         assert!(p.removing.is_some(), "not Ready while old workers remain");
-        o.stale = Some(Stale {
-            auto_scaling_groups: vec![asg(2)],
-            launch_templates: vec![lt()],
-            ..Default::default()
-        });
+        o.stale = Some(Stale { auto_scaling_groups: vec![asg(2)], launch_templates: vec![lt()], ..Default::default() });
         let p = plan(&d, &o);
         assert_eq!(p.actions, [Action::Remove(TeardownAction::DeleteAutoScalingGroup { name: "demo-workers".into() })]);
         // The group is gone: the template goes, and both leave status.owned.
@@ -1813,8 +1848,11 @@ mod tests {
         let p = plan(&desired(), &o);
         assert_eq!(needs(&p), [Need::InstanceHostnames]);
         o.instance_hostnames = Some(
-            [("i-0".to_string(), "ip-10-0-0-0.ec2.internal".to_string()), ("i-1".into(), "ip-10-0-0-1.ec2.internal".into())]
-                .into(),
+            [
+                ("i-0".to_string(), "ip-10-0-0-0.ec2.internal".to_string()),
+                ("i-1".into(), "ip-10-0-0-1.ec2.internal".into()),
+            ]
+            .into(),
         );
         let p = plan(&desired(), &o);
         assert_eq!(p.steps.defenders.state, StepState::Ready, "{:?}", p.steps.defenders);

@@ -81,11 +81,8 @@ pub fn build_status(
                 _ if waiting => Some(Time(now)),
                 _ => None,
             };
-            let waited = s
-                .last_progress_time
-                .as_ref()
-                .map(|t| now.duration_since(t.0).unsigned_abs())
-                .unwrap_or_default();
+            let waited =
+                s.last_progress_time.as_ref().map(|t| now.duration_since(t.0).unsigned_abs()).unwrap_or_default();
             match (&applied.failed, failed_step) {
                 (Some((action, err)), _) => {
                     let message = format!("{action}: {err}");

@@ -229,7 +229,8 @@ pub async fn describe_owned(
     edd: &EcsDefenderDeployment,
 ) -> Result<TeardownObserved, AwsError> {
     let status = edd.status.clone().unwrap_or_default();
-    let mut o = TeardownObserved { cluster_created_recorded: status.cluster_created == Some(true), ..Default::default() };
+    let mut o =
+        TeardownObserved { cluster_created_recorded: status.cluster_created == Some(true), ..Default::default() };
     o.cluster = aws.describe_cluster(&t.cluster).await?;
     if o.cluster.is_some() {
         for name in &t.services {
@@ -279,7 +280,9 @@ pub async fn execute_one(aws: &AwsClients, a: &TeardownAction) -> Result<String,
         TeardownAction::DeleteLaunchConfiguration { name } => {
             aws.delete_launch_configuration(name).await.map(|_| format!("deleted launch configuration {name}"))
         }
-        TeardownAction::DeleteCluster { name } => aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}")),
+        TeardownAction::DeleteCluster { name } => {
+            aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}"))
+        }
     }
 }
 
@@ -362,10 +365,10 @@ mod tests {
         assert_eq!(p.actions, [TeardownAction::DeleteAutoScalingGroup { name: "a".into() }]);
         assert!(p.waiting.unwrap().contains("b to be deleted"));
         let o = TeardownObserved { auto_scaling_groups: vec![], ..o };
-        assert_eq!(plan_teardown(&t, &o).actions, [TeardownAction::DeleteLaunchTemplate {
-            id: "lt-1".into(),
-            name: "demo-workers".into()
-        }]);
+        assert_eq!(
+            plan_teardown(&t, &o).actions,
+            [TeardownAction::DeleteLaunchTemplate { id: "lt-1".into(), name: "demo-workers".into() }]
+        );
     }
 
     #[test]

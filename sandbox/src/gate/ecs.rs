@@ -453,9 +453,22 @@ async fn present(sh: &Shared, side: &Side<'_>, ctx: &Ctx, cluster: &str, service
     });
     let obs = if needs_obs { observe_cluster(side, cluster).await.ok() } else { None };
     let now = Instant::now();
+    let events = sh.service_events.lock().unwrap().clone();
     let mut overlay = sh.ecs.lock().unwrap();
     for svc in services.iter_mut() {
         let name = svc.get("serviceName").and_then(Value::as_str).unwrap_or_default().to_string();
+        // ECS's own words about the service (placement failures), from the world that places tasks.
+        if let Some(source) = &events {
+            let list = source.events(&ctx.id.region, cluster, &name);
+            if !list.is_empty() {
+                svc["events"] = Value::Array(
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, (message, at))| json!({"id": format!("{name}-event-{i}"), "createdAt": at, "message": message}))
+                        .collect(),
+                );
+            }
+        }
         let k = key(ctx, cluster, &name);
         let remaining = obs.as_ref().map(|o| o.tasks_of(&name).count()).unwrap_or(0);
         let moto_status = svc.get("status").and_then(Value::as_str).unwrap_or("ACTIVE").to_string();
