@@ -7,6 +7,7 @@
 //! - [`reconcile`]: the pipeline observe (I/O) -> plan (pure) -> apply (I/O) -> status (pure), and teardown.
 //! - [`aws`], [`prisma`]: the AWS calls and the Prisma Cloud Compute Console client.
 //! - [`controller`]: the kube-rs controller, finalizer, requeue and backoff.
+//! - [`leader`]: leader election on a Lease; only the holder runs the controller.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 
 pub mod aws;
@@ -15,6 +16,7 @@ pub mod crd;
 pub mod error;
 pub mod fixtures;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod prisma;
 pub mod reconcile;
