@@ -54,7 +54,7 @@ struct LeaderElectionArgs {
     lease_name: String,
     /// The Lease's namespace. Default: POD_NAMESPACE, else the kubeconfig's namespace.
     #[arg(long = "leader-elect-namespace", env = "LEADER_ELECT_NAMESPACE")]
-    namespace: Option<String>,
+    lease_namespace: Option<String>,
     /// Seconds a Lease stays valid after a renewal: the longest a crashed leader delays a takeover.
     #[arg(long = "leader-elect-lease-duration", env = "LEADER_ELECT_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -79,7 +79,7 @@ impl LeaderElectionArgs {
         Some(leader::Config {
             lease_name: self.lease_name.clone(),
             namespace: self
-                .namespace
+                .lease_namespace
                 .clone()
                 .or_else(|| env("POD_NAMESPACE"))
                 .unwrap_or_else(|| client.default_namespace().to_string()),

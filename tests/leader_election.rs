@@ -78,19 +78,22 @@ impl Operator {
                 {
                     let _ = tx.send(addr.to_string());
                 }
-                sink.lock().unwrap().push(line);
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
         let sink = log.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
         let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
             Ok(Ok(addr)) => addr,
-            _ => panic!("{name} did not start; log:\n{}", log.lock().unwrap().join("\n")),
+            _ => {
+                let log = log.lock().unwrap().join("\n");
+                panic!("{name} did not start; log:\n{log}")
+            }
         };
         Operator { name, child, url: format!("http://{addr}"), log }
     }
@@ -130,7 +133,7 @@ impl Operator {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
     }
 }
 
