@@ -59,7 +59,9 @@ pub struct Config {
 pub enum Role {
     Standby,
     /// Leader until `until` (monotonic clock) unless a renewal extends it.
-    Leader { until: Instant },
+    Leader {
+        until: Instant,
+    },
 }
 
 impl Role {

@@ -391,12 +391,28 @@ fn without_leader_election_one_replica_is_recreated_and_more_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("replicaCount > 1 needs leaderElection.enabled"));
 }
 
+/// `v` with every number as a float, so 1000 and 1000.0 compare equal.
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Sequence(s) => Value::Sequence(s.iter().map(numbers_as_f64).collect()),
+        Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 #[test]
 fn the_crd_is_a_kept_template_equal_to_the_generated_one() {
-    let generated: Value = serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/{CRD_FILE}")).unwrap()).unwrap();
+    let generated: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/{CRD_FILE}")).unwrap()).unwrap();
     let docs = render("edo", &[]);
     let crd = one(&docs, "CustomResourceDefinition");
-    assert_eq!(crd["spec"], generated["spec"], "the rendered CRD differs from the generated one");
+    // Helm's fromYaml/toYaml writes the schema's `maximum: 1000.0` as `1000`: the same number.
+    assert_eq!(
+        numbers_as_f64(&crd["spec"]),
+        numbers_as_f64(&generated["spec"]),
+        "the rendered CRD differs from the generated one"
+    );
     assert_eq!(crd["metadata"]["name"], generated["metadata"]["name"]);
     assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
     assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
@@ -672,11 +688,15 @@ async fn helm_upgrade_upgrades_the_crd_and_uninstall_keeps_it() {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
     let d = deployments.get("edo-ecs-defender-operator").await.expect("the Deployment");
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
-    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
     pdbs.get("edo-ecs-defender-operator").await.expect("the PodDisruptionBudget");
     let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
     let lease_role = roles.get("edo-ecs-defender-operator-leader-election").await.expect("the Lease Role");
-    assert_eq!(lease_role.rules.unwrap()[1].resource_names.as_deref(), Some(&["edo-ecs-defender-operator".to_string()][..]));
+    assert_eq!(
+        lease_role.rules.unwrap()[1].resource_names.as_deref(),
+        Some(&["edo-ecs-defender-operator".to_string()][..])
+    );
     common::eventually(Duration::from_secs(30), || async {
         Api::<EcsDefenderDeployment>::all(admin.clone()).list(&ListParams::default()).await.ok().map(|_| ())
     })

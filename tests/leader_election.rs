@@ -176,7 +176,8 @@ impl World {
         edd.metadata.uid = None;
         edd.metadata.generation = None;
         edd.spec.defender.console.url = self.sandbox.console().url();
-        edd.spec.aws = Some(AwsSpec { credentials_secret_ref: Some(SecretRef { name: "aws".into() }), ..Default::default() });
+        edd.spec.aws =
+            Some(AwsSpec { credentials_secret_ref: Some(SecretRef { name: "aws".into() }), ..Default::default() });
         edd
     }
 
@@ -253,7 +254,10 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration_and_nothing_is_cr
         took_over <= Duration::from_secs(LEASE_SECONDS) + Duration::from_millis(1_500),
         "takeover after {took_over:?} (lease {LEASE_SECONDS}s)"
     );
-    assert!(standby_calls_seen.iter().all(|n| *n == 0.0), "the standby called AWS before leading: {standby_calls_seen:?}");
+    assert!(
+        standby_calls_seen.iter().all(|n| *n == 0.0),
+        "the standby called AWS before leading: {standby_calls_seen:?}"
+    );
     // The gate agrees: past the killed leader's last in-flight call, nothing changed AWS until the
     // standby led.
     let quiet_from = killed_wall + LATENCY + Duration::from_millis(500);
@@ -284,7 +288,9 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration_and_nothing_is_cr
         aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
     assert_eq!(active.task_definition_arns().len(), 1, "{:?}", active.task_definition_arns());
     assert_eq!(aws.ecs.list_services().cluster("ha").send().await.unwrap().service_arns().len(), 1);
-    for key in ["ecs:CreateCluster", "ec2:CreateLaunchTemplate", "autoscaling:CreateAutoScalingGroup", "ecs:CreateService"] {
+    for key in
+        ["ecs:CreateCluster", "ec2:CreateLaunchTemplate", "autoscaling:CreateAutoScalingGroup", "ecs:CreateService"]
+    {
         assert_eq!(world.count(key), 1, "{key} called {} times", world.count(key));
     }
     println!("takeover {took_over:?} after SIGKILL (lease {LEASE_SECONDS}s, grace {GRACE_SECONDS}s)");
