@@ -48,7 +48,7 @@ fn argocd_health(obj: &Value) -> (String, String) {
     // Base is always open; Argo CD adds table (and package, and a safe subset of os) unless
     // useOpenLibs is set, so a check that needs `string` would fail there: leave it out here too.
     let lua = mlua::Lua::new_with(mlua::StdLib::TABLE, mlua::LuaOptions::default()).unwrap();
-    let options = mlua::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+    let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
     lua.globals().set("obj", lua.to_value_with(obj, options).unwrap()).unwrap();
     let hs: mlua::Table = lua.load(HEALTH_LUA).set_name("argocd-health.lua").eval().expect("the health check runs");
     let status: String = hs.get("status").unwrap();
