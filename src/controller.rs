@@ -2,23 +2,24 @@
 //! around the pipeline in [`crate::reconcile`]) with its requeue and backoff policy.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{EventType, Recorder, Reporter},
-        watcher,
+        reflector::ObjectRef,
+        watcher::{self, watcher},
     },
 };
 use tracing::{Instrument, error, info, info_span, warn};
@@ -32,49 +33,7 @@ use crate::{
     reconcile::{self, Progress},
 };
 
-/// Operator settings (flags / environment).
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Requeue while converging.
-    pub converging_requeue: Duration,
-    /// Resync of a Ready resource.
-    pub steady_requeue: Duration,
-    /// Re-check of a Stalled resource (a Secret may appear, an AMI may become visible).
-    pub stalled_requeue: Duration,
-    /// Longest backoff after transient failures.
-    pub max_backoff: Duration,
-    /// An AWS endpoint for resources that set none (emulators, private endpoints).
-    pub aws_endpoint_url: Option<String>,
-    /// Watch one namespace only.
-    pub namespace: Option<String>,
-    /// Name in Events.
-    pub reporter: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            converging_requeue: Duration::from_secs(5),
-            steady_requeue: Duration::from_secs(300),
-            stalled_requeue: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(300),
-            aws_endpoint_url: None,
-            namespace: None,
-            reporter: "ecs-defender-operator".into(),
-        }
-    }
-}
-
-pub struct Context {
-    pub client: Client,
-    pub aws: AwsPool,
-    pub consoles: ConsolePool,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    pub config: Config,
-    /// Consecutive failures per resource, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
+pub use crate::context::{Config, Context};
 
 /// Runs the controller until a shutdown signal; `ready` turns true once it watches.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -103,7 +62,21 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     });
     info!("watching EcsDefenderDeployments");
     ready.store(true, Ordering::SeqCst);
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let mut controller = Controller::new(api, watcher::Config::default().any_semantic());
+    if ctx.config.watch_secrets {
+        // A Secret created or fixed after the resource takes effect in seconds. Only metadata is
+        // watched: the operator never holds Secret values it was not asked to read.
+        let secrets: Api<PartialObjectMeta<Secret>> = match &ctx.config.namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        let store = controller.store();
+        controller = controller.watches_stream(
+            watcher(secrets, watcher::Config::default()).touched_objects(),
+            move |secret| referencing(&store.state(), &secret.metadata),
+        );
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -116,6 +89,29 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     ready.store(false, Ordering::SeqCst);
     info!("controller stopped");
     Ok(())
+}
+
+/// The resources that name the Secret `meta` (same namespace).
+fn referencing(resources: &[Arc<EcsDefenderDeployment>], meta: &ObjectMeta) -> Vec<ObjectRef<EcsDefenderDeployment>> {
+    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else { return vec![] };
+    resources
+        .iter()
+        .filter(|edd| edd.namespace().as_deref() == Some(ns) && secret_names(edd).contains(&name))
+        .map(|edd| ObjectRef::from_obj(edd.as_ref()))
+        .collect()
+}
+
+/// Every Secret a resource names.
+pub fn secret_names(edd: &EcsDefenderDeployment) -> Vec<&str> {
+    let spec = &edd.spec;
+    let console = &spec.defender.console;
+    let mut names = vec![console.credentials_secret_ref.name.as_str()];
+    names.extend(console.ca_bundle_secret_ref.as_ref().map(|r| r.name.as_str()));
+    names.extend(spec.aws.as_ref().and_then(|a| a.credentials_secret_ref.as_ref()).map(|r| r.name.as_str()));
+    names.extend(
+        spec.defender.options.proxy.as_ref().and_then(|p| p.credentials_secret_ref.as_ref()).map(|r| r.name.as_str()),
+    );
+    names
 }
 
 async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {

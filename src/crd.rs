@@ -5,7 +5,7 @@
 //! in the schema; rules the schema can express are CEL rules (checked again in `validate`, for
 //! servers without CEL); everything else is checked by `validate` before any AWS call.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ pub const FIELD_MANAGER: &str = "ecs-defender-operator";
     doc = "Prisma Cloud Defenders on an AWS ECS cluster, kept in shape by ecs-defender-operator.",
     namespaced,
     status = "EcsDefenderDeploymentStatus",
+    // The effective cluster name (cluster.name, else metadata.name) may not change, so adding or
+    // removing the optional field is refused too unless it names the same cluster.
+    validation = Rule::new("self.spec.?cluster.?name.orValue(self.metadata.name) == oldSelf.spec.?cluster.?name.orValue(oldSelf.metadata.name)").message("the cluster name (spec.cluster.name, default metadata.name) is immutable; create a new resource for another cluster"),
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".status.clusterName"}"#,
     printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.containerInstances"}"#,
@@ -70,9 +73,17 @@ pub struct EcsDefenderDeploymentSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
-    /// `true`: observe and report, change nothing in AWS.
+    /// `true`: observe and report, change nothing in AWS. `Ready` keeps reporting what is
+    /// observed, with the reason `Suspended`.
     #[serde(default)]
     pub suspend: bool,
+
+    /// How long a change may go without progress (instances that never register, a Defender that
+    /// cannot be placed) before the resource is `Stalled`. Default: the operator's
+    /// `--progress-deadline-seconds` (15 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
 }
 
 /// AWS access.
@@ -116,8 +127,10 @@ pub struct SecretRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {
-    /// The cluster's name. Default: the resource's name. Immutable. Two clusters given the same
-    /// name are one cluster to the Console, so keep names unique across regions and accounts.
+    /// The cluster's name. Default: the resource's name. Immutable (adding or removing it counts
+    /// as a change unless it names the same cluster). Two clusters given the same name are one
+    /// cluster to the Console, so keep names unique across regions and accounts. The default names
+    /// of everything else derive from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("cluster.name is immutable"))]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"))]
@@ -144,10 +157,13 @@ pub struct WorkersSpec {
     /// `LaunchTemplate` (default) or `LaunchConfiguration`.
     #[serde(default)]
     pub kind: WorkerKind,
-    /// Name of the launch template or configuration.
-    #[serde(default = "default_worker_name")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9()./_-]{3,128}$"))]
-    pub name: String,
+    /// Name of the launch template. Default: `<cluster>-workers` (set `pc-worker-node` to match
+    /// the manual guide). A launch configuration's name is this name, a short hash of the owning
+    /// resource and a short hash of its content (`<name>-<owner>-<content>`), because launch
+    /// configurations are immutable and cannot be tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9()./_-]{3,110}$"))]
+    pub name: Option<String>,
     /// The AMI: an SSM parameter that names it (default: the ECS-optimized Amazon Linux 2023
     /// recommended image) or an explicit id.
     #[serde(default)]
@@ -166,15 +182,49 @@ pub struct WorkersSpec {
     /// An EC2 key pair for SSH, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
-    /// Give instances a public IP address.
-    #[serde(default)]
-    pub associate_public_ip_address: bool,
+    /// Give instances a public IP address (`true`) or not (`false`). Unset: the subnet's setting
+    /// decides, as in AWS (the default VPC's subnets give one). Sent to AWS only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associate_public_ip_address: Option<bool>,
     /// Shell lines appended to the user data after `echo ECS_CLUSTER=<cluster> >> /etc/ecs/ecs.config`.
     #[serde(default)]
     pub extra_user_data: String,
     /// The Auto Scaling group.
     #[serde(default)]
     pub auto_scaling_group: AutoScalingGroupSpec,
+    /// How running instances move to new launch data (AMI, instance type, user data, ...).
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// How running instances are replaced when the launch data changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// `InstanceRefresh` (default): an Auto Scaling instance refresh replaces the instances;
+    /// `None`: only instances launched from now on get the new launch data.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// The share of the desired capacity that stays in service during an instance refresh.
+    #[serde(default = "default_min_healthy_percentage")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_healthy_percentage: i32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self { strategy: RolloutStrategy::default(), min_healthy_percentage: default_min_healthy_percentage() }
+    }
+}
+
+/// How instances are replaced.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStrategy {
+    /// An Auto Scaling instance refresh.
+    #[default]
+    InstanceRefresh,
+    /// Leave running instances as they are.
+    None,
 }
 
 /// Where the AMI id comes from: exactly one of `ssmParameter` and `id`.
@@ -205,10 +255,11 @@ pub const DEFAULT_AMI_PARAMETER: &str = "/aws/service/ecs/optimized-ami/amazon-l
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minSize <= self.desiredCapacity && self.desiredCapacity <= self.maxSize").message("autoScalingGroup needs minSize <= desiredCapacity <= maxSize"))]
 pub struct AutoScalingGroupSpec {
-    /// The group's name.
-    #[serde(default = "default_asg_name")]
+    /// The group's name. Default: `<cluster>-workers` (set `pc-worker-autoscaling` to match the
+    /// manual guide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9()./_-]{1,255}$"))]
-    pub name: String,
+    pub name: Option<String>,
     /// Minimum number of instances.
     #[serde(default = "default_min_size")]
     #[schemars(range(min = 0, max = 1000))]
@@ -229,7 +280,7 @@ pub struct AutoScalingGroupSpec {
 impl Default for AutoScalingGroupSpec {
     fn default() -> Self {
         Self {
-            name: default_asg_name(),
+            name: None,
             min_size: default_min_size(),
             max_size: default_max_size(),
             desired_capacity: default_desired_capacity(),
@@ -252,10 +303,11 @@ pub struct DefenderSpec {
     /// cluster's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
-    /// Family name of the task definition.
-    #[serde(default = "default_task_name")]
+    /// Family name of the task definition. Default: `<cluster>-defender` (the Console's UI
+    /// suggests `pc-defender`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"))]
-    pub task_name: String,
+    pub task_name: Option<String>,
     /// Options passed to the Console's task-definition generator.
     #[serde(default)]
     pub options: DefenderOptions,
@@ -345,19 +397,13 @@ pub struct ProxyOptions {
 }
 
 /// The DAEMON service.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
-    /// The service's name.
-    #[serde(default = "default_service_name")]
+    /// The service's name. Default: `<cluster>-defender`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{1,255}$"))]
-    pub name: String,
-}
-
-impl Default for ServiceSpec {
-    fn default() -> Self {
-        Self { name: default_service_name() }
-    }
+    pub name: Option<String>,
 }
 
 /// What deletion does in AWS.
@@ -430,6 +476,62 @@ pub struct EcsDefenderDeploymentStatus {
     /// Instances whose Defender the Console lists as connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defenders_connected: Option<i32>,
+    /// Instances of the Auto Scaling group that run the current launch data (template version or
+    /// configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances_up_to_date: Option<i32>,
+    /// When the last change in progress was seen; with the progress deadline, decides when a
+    /// wait becomes `Stalled`. Unset while nothing is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+    /// Everything in AWS this resource created and has not deleted yet, by name, so that after a
+    /// rename, a kind switch or removed workers nothing is forgotten (and teardown finds it all).
+    #[serde(default, skip_serializing_if = "OwnedResources::is_empty")]
+    pub owned: OwnedResources,
+}
+
+/// Names of what a resource created in AWS (within its region and cluster).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedResources {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_families: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_scaling_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_templates: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_configurations: Vec<String>,
+}
+
+impl OwnedResources {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Condition types: the status contract (DESIGN.md section 4).
+pub mod conditions {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const CLUSTER_READY: &str = "ClusterReady";
+    pub const WORKERS_READY: &str = "WorkersReady";
+    pub const TASK_DEFINITION_READY: &str = "TaskDefinitionReady";
+    pub const SERVICE_READY: &str = "ServiceReady";
+    pub const DEFENDERS_CONNECTED: &str = "DefendersConnected";
+}
+
+/// Condition reasons and Event reasons that more than one module uses.
+pub mod reasons {
+    pub const READY: &str = "Ready";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const DELETING: &str = "Deleting";
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// Event: something of ours was changed or deleted outside the operator and is put back.
+    pub const DRIFT_REPAIRED: &str = "DriftRepaired";
 }
 
 /// The conditions list is a map keyed by `type` (metav1.Condition convention), so server-side
@@ -444,17 +546,11 @@ fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-fn default_worker_name() -> String {
-    "pc-worker-node".into()
-}
 fn default_instance_type() -> String {
     "t2.medium".into()
 }
 fn default_instance_profile() -> String {
     "ecsInstanceRole".into()
-}
-fn default_asg_name() -> String {
-    "pc-worker-autoscaling".into()
 }
 fn default_min_size() -> i32 {
     1
@@ -465,9 +561,6 @@ fn default_max_size() -> i32 {
 fn default_desired_capacity() -> i32 {
     2
 }
-fn default_task_name() -> String {
-    "pc-defender".into()
-}
-fn default_service_name() -> String {
-    "pc-defender".into()
+fn default_min_healthy_percentage() -> i32 {
+    90
 }

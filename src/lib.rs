@@ -6,11 +6,13 @@
 //! - [`validate`] (pure): the spec checked and completed, before any AWS call.
 //! - [`reconcile`]: the pipeline observe (I/O) -> plan (pure) -> apply (I/O) -> status (pure), and teardown.
 //! - [`aws`], [`prisma`]: the AWS calls and the Prisma Cloud Compute Console client.
-//! - [`controller`]: the kube-rs controller, finalizer, requeue and backoff.
+//! - [`controller`]: the kube-rs controller, finalizer, requeue and backoff; [`context`]: what
+//!   every reconcile shares.
 //! - [`leader`]: leader election on a Lease; only the holder runs the controller.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 
 pub mod aws;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod error;

@@ -38,6 +38,14 @@ struct Args {
     /// Seconds between resyncs of a Ready resource.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds a change may go without progress before the resource is Stalled (a resource's
+    /// spec.progressDeadlineSeconds overrides it).
+    #[arg(long, env = "PROGRESS_DEADLINE_SECONDS", default_value_t = 900)]
+    progress_deadline_seconds: u64,
+    /// Watch Secrets' metadata so a Secret created or fixed after its resource takes effect in
+    /// seconds (needs list/watch on Secrets).
+    #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_secrets: bool,
     #[command(flatten)]
     leader_election: LeaderElectionArgs,
 }
@@ -115,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
         steady_requeue: Duration::from_secs(args.resync_seconds),
         aws_endpoint_url: args.aws_endpoint_url,
         namespace: args.namespace,
+        progress_deadline: Duration::from_secs(args.progress_deadline_seconds),
+        watch_secrets: args.watch_secrets,
         ..Default::default()
     };
     // The controller returns on SIGINT/SIGTERM, after in-flight reconciles finish.

@@ -4,7 +4,7 @@
 
 use crate::{
     aws::{Tags, tags},
-    crd::{DeletionPolicy, EcsDefenderDeployment, WorkerKind},
+    crd::{DeletionPolicy, EcsDefenderDeployment, RolloutStrategy, WorkerKind},
 };
 use sha2::{Digest, Sha256};
 
@@ -26,6 +26,11 @@ pub struct Desired {
     pub service_name: String,
     /// The body for the Console's `ecs-task.json` generator.
     pub generator_options: serde_json::Value,
+    /// sha256 of what shapes the Console's output apart from its version (the generator options,
+    /// the family): tagged on the registered revision, so "is it current?" is read from AWS.
+    pub generator_inputs_hash: String,
+    /// The spec's progress deadline, when it sets one (else the operator's default).
+    pub progress_deadline_seconds: Option<i64>,
     pub console: ConsoleSettings,
     pub deletion_policy: DeletionPolicy,
     pub suspend: bool,
@@ -51,15 +56,21 @@ pub enum ImageSource {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredWorkers {
     pub kind: WorkerKind,
+    /// The launch template's name, or the stem of the launch configuration's.
     pub name: String,
+    /// A short hash of the owner's UID: launch configurations cannot be tagged, so their names
+    /// carry it (`<name>-<owner_hash>-<content hash>`).
+    pub owner_hash: String,
     pub image: ImageSource,
     pub instance_type: String,
     pub instance_profile: String,
     pub security_groups: Vec<String>,
     pub key_name: Option<String>,
-    pub associate_public_ip_address: bool,
+    pub associate_public_ip_address: Option<bool>,
     /// The complete user data script (plain text).
     pub user_data: String,
+    pub rollout: RolloutStrategy,
+    pub min_healthy_percentage: i32,
     pub asg_name: String,
     pub min_size: i32,
     pub max_size: i32,
@@ -79,6 +90,27 @@ pub fn build_user_data(cluster: &str, extra: &str) -> String {
         s.push_str(extra.trim_end());
         s.push('\n');
     }
+    s
+}
+
+/// Default names derive from the cluster name, so two resources in one account and region never
+/// collide (DESIGN.md section 2); the guide's names remain available by setting them.
+pub fn default_worker_name(cluster: &str) -> String {
+    format!("{cluster}-workers")
+}
+pub fn default_defender_name(cluster: &str) -> String {
+    format!("{cluster}-defender")
+}
+
+/// sha256 hex of `parts`, each terminated, truncated to `len`.
+pub fn short_hash(parts: &[&str], len: usize) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let mut s = hex::encode(h.finalize());
+    s.truncate(len);
     s
 }
 
@@ -112,6 +144,17 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
     {
         problems.push(format!(
             "cluster name {cluster_name:?} is not a valid ECS cluster name (letters, digits, '-' and '_', at most 255)"
+        ));
+    }
+    // The schema refuses a change of the cluster name; this holds where the server has no CEL,
+    // and for resources whose cluster was created under another name.
+    if let Some(recorded) = edd.status.as_ref().and_then(|s| s.cluster_name.as_deref())
+        && recorded != cluster_name
+        && edd.status.as_ref().and_then(|s| s.cluster_arn.as_ref()).is_some()
+    {
+        problems.push(format!(
+            "the cluster name is immutable: this resource manages cluster {recorded:?}, the spec now names {cluster_name:?}; \
+             restore it, or create a new resource for another cluster"
         ));
     }
 
@@ -156,13 +199,19 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
                     .push(format!("workers.autoScalingGroup.subnetIds entry {s:?} is not a subnet id (subnet-...)"));
             }
         }
+        if w.auto_scaling_group.subnet_ids.iter().collect::<std::collections::BTreeSet<_>>().len()
+            != w.auto_scaling_group.subnet_ids.len()
+        {
+            problems.push("workers.autoScalingGroup.subnetIds lists a subnet twice".to_string());
+        }
         let user_data = build_user_data(&cluster_name, &w.extra_user_data);
         if user_data.len() > MAX_USER_DATA {
             problems.push(format!("the user data is {} bytes; EC2 accepts at most {MAX_USER_DATA}", user_data.len()));
         }
         DesiredWorkers {
             kind: w.kind,
-            name: w.name.clone(),
+            name: w.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_worker_name(&cluster_name)),
+            owner_hash: short_hash(&[&uid], 8),
             image,
             instance_type: w.instance_type.clone(),
             instance_profile: w.instance_profile.clone(),
@@ -170,7 +219,9 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
             key_name: w.key_name.clone().filter(|k| !k.is_empty()),
             associate_public_ip_address: w.associate_public_ip_address,
             user_data,
-            asg_name: asg.name.clone(),
+            rollout: w.rollout.strategy,
+            min_healthy_percentage: w.rollout.min_healthy_percentage.clamp(0, 100),
+            asg_name: asg.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_worker_name(&cluster_name)),
             min_size: asg.min_size,
             max_size: asg.max_size,
             desired_capacity: asg.desired_capacity,
@@ -211,7 +262,14 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         return Err(InvalidSpec(problems));
     }
 
-    let generator_options = build_generator_options(edd, &console_address);
+    let task_family =
+        spec.defender.task_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_defender_name(&cluster_name));
+    let service_name =
+        spec.service.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_defender_name(&cluster_name));
+    let generator_options = build_generator_options(edd, &console_address, &task_family);
+    // serde_json's map is ordered by key, so this serialization is canonical.
+    let generator_inputs_hash =
+        short_hash(&[&serde_json::to_string(&generator_options).expect("JSON value serializes")], 64);
     let mut tags = Tags::new();
     tags.insert(tags::OWNER.into(), uid.clone());
     tags.insert(tags::RESOURCE.into(), format!("{namespace}/{name}"));
@@ -221,9 +279,11 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         cluster_name,
         adopt_cluster: spec.cluster.adopt,
         workers,
-        task_family: spec.defender.task_name.clone(),
-        service_name: spec.service.name.clone(),
+        task_family,
+        service_name,
         generator_options,
+        generator_inputs_hash,
+        progress_deadline_seconds: spec.progress_deadline_seconds.map(i64::from),
         console: ConsoleSettings {
             url: console.url.trim_end_matches('/').to_string(),
             credentials_secret: console.credentials_secret_ref.name.clone(),
@@ -241,11 +301,11 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
 }
 
 /// The `EcsTaskDefinitionOptions` body, as the Console's UI sends it, with the spec's options.
-fn build_generator_options(edd: &EcsDefenderDeployment, console_address: &str) -> serde_json::Value {
+fn build_generator_options(edd: &EcsDefenderDeployment, console_address: &str, task_family: &str) -> serde_json::Value {
     let d = &edd.spec.defender;
     let mut body = serde_json::json!({
         "consoleAddr": console_address,
-        "taskName": d.task_name,
+        "taskName": task_family,
         "orchestration": "ecs",
         "namespace": "twistlock",
     });
@@ -309,10 +369,12 @@ mod tests {
         let w = d.workers.unwrap();
         assert_eq!((w.instance_type.as_str(), w.instance_profile.as_str()), ("t2.medium", "ecsInstanceRole"));
         assert_eq!((w.min_size, w.max_size, w.desired_capacity), (1, 2, 2));
-        assert_eq!(w.name, "pc-worker-node");
-        assert_eq!(w.asg_name, "pc-worker-autoscaling");
+        assert_eq!(w.name, "demo-workers", "default names derive from the cluster name");
+        assert_eq!(w.asg_name, "demo-workers");
+        assert_eq!(w.associate_public_ip_address, None, "unset: the subnet decides");
         assert_eq!(w.image, ImageSource::SsmParameter(crate::crd::DEFAULT_AMI_PARAMETER.into()));
-        assert_eq!((d.task_family.as_str(), d.service_name.as_str()), ("pc-defender", "pc-defender"));
+        assert_eq!((d.task_family.as_str(), d.service_name.as_str()), ("demo-defender", "demo-defender"));
+        assert_eq!(d.generator_options["taskName"], "demo-defender");
         assert!(w.user_data.contains("echo ECS_CLUSTER=demo >> /etc/ecs/ecs.config\n"));
         assert_eq!(d.generator_options["consoleAddr"], "127.0.0.1");
         assert_eq!(d.tags[tags::OWNER], "uid-demo");
@@ -330,6 +392,47 @@ mod tests {
         assert_eq!(err.0.len(), 4, "{err}");
         assert!(err.to_string().contains("minSize (3) is greater than maxSize (2)"));
         assert!(err.to_string().contains("region \"mars\""));
+    }
+
+    #[test]
+    fn the_guides_names_can_be_set() {
+        let mut edd = fixtures::sample("demo");
+        let w = edd.spec.workers.as_mut().unwrap();
+        w.name = Some("pc-worker-node".into());
+        w.auto_scaling_group.name = Some("pc-worker-autoscaling".into());
+        edd.spec.defender.task_name = Some("pc-defender".into());
+        edd.spec.service.name = Some("pc-defender".into());
+        let d = validate(&edd).unwrap();
+        let w = d.workers.unwrap();
+        assert_eq!((w.name.as_str(), w.asg_name.as_str()), ("pc-worker-node", "pc-worker-autoscaling"));
+        assert_eq!((d.task_family.as_str(), d.service_name.as_str()), ("pc-defender", "pc-defender"));
+    }
+
+    #[test]
+    fn the_cluster_name_cannot_change_once_created() {
+        let mut edd = fixtures::sample("demo");
+        edd.status = Some(crate::crd::EcsDefenderDeploymentStatus {
+            cluster_name: Some("demo".into()),
+            cluster_arn: Some("arn:aws:ecs:us-east-1:123456789012:cluster/demo".into()),
+            ..Default::default()
+        });
+        assert!(validate(&edd).is_ok());
+        edd.spec.cluster.name = Some("other".into());
+        let err = validate(&edd).unwrap_err();
+        assert!(err.to_string().contains("the cluster name is immutable"), "{err}");
+        // Naming the same cluster explicitly is no change.
+        edd.spec.cluster.name = Some("demo".into());
+        assert!(validate(&edd).is_ok());
+    }
+
+    #[test]
+    fn generator_inputs_hash_follows_the_options() {
+        let a = validate(&fixtures::sample("demo")).unwrap();
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.options.privileged = Some(false);
+        let b = validate(&edd).unwrap();
+        assert_ne!(a.generator_inputs_hash, b.generator_inputs_hash);
+        assert_eq!(a.generator_inputs_hash, validate(&fixtures::sample("demo")).unwrap().generator_inputs_hash);
     }
 
     #[test]

@@ -38,7 +38,8 @@ const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
     ("ecsdefender.io", "ecsdefenderdeployments", &["get", "list", "watch", "patch"]),
     ("ecsdefender.io", "ecsdefenderdeployments/status", &["patch"]),
     ("ecsdefender.io", "ecsdefenderdeployments/finalizers", &["update"]),
-    ("", "secrets", &["get"]),
+    // get by name; list/watch of metadata for the Secret watch (watchSecrets, on by default).
+    ("", "secrets", &["get", "list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
@@ -214,9 +215,10 @@ fn default_values_grant_exactly_the_operator_calls_cluster_wide() {
 
     let role = one(&docs, "ClusterRole");
     assert_eq!(grants(role), expected_grants());
-    // Secrets: read by name only, never listed or watched (that would expose every Secret).
+    // Secrets: read by name, and listed/watched (metadata only) for the Secret watch.
     let secrets: Vec<_> = grants(role).into_iter().filter(|(_, r, _)| r == "secrets").map(|(_, _, v)| v).collect();
-    assert_eq!(secrets, ["get"]);
+    assert_eq!(secrets, ["get", "list", "watch"]);
+    assert_eq!(env_value(one(&docs, "Deployment"), "WATCH_SECRETS"), Some("true"));
 
     let sa = one(&docs, "ServiceAccount");
     let binding = one(&docs, "ClusterRoleBinding");
@@ -242,6 +244,15 @@ fn default_values_grant_exactly_the_operator_calls_cluster_wide() {
     assert_eq!(lease_binding["subjects"][0]["name"], sa["metadata"]["name"]);
     assert_eq!(env_value(deployment, "LEADER_ELECT_LEASE_NAME"), Some("edo-ecs-defender-operator"));
     assert_eq!(env_value(deployment, "LEADER_ELECT_NAMESPACE"), Some(RELEASE_NAMESPACE));
+}
+
+#[test]
+fn without_the_secret_watch_secrets_are_read_by_name_only() {
+    let docs = render("edo", &["watchSecrets=false"]);
+    let role = one(&docs, "ClusterRole");
+    let secrets: Vec<_> = grants(role).into_iter().filter(|(_, r, _)| r == "secrets").map(|(_, _, v)| v).collect();
+    assert_eq!(secrets, ["get"], "never listed or watched (that would expose every Secret)");
+    assert_eq!(env_value(one(&docs, "Deployment"), "WATCH_SECRETS"), Some("false"));
 }
 
 #[test]
@@ -490,6 +501,8 @@ async fn operator_calls_succeed(client: &Client, ns: &str, edd_name: &str, secre
     // Credentials Secret by name (reconcile::read_secret).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets.get(secret_name).await.expect("get the credentials Secret");
+    // The Secret watch lists metadata only (controller::run, metadata_watcher).
+    secrets.list_metadata(&ListParams::default()).await.expect("list Secrets' metadata");
 
     // Finalizer by merge patch with resourceVersion (controller::set_finalizers). A plain apiserver
     // checks only `patch` here; `ecsdefenderdeployments/finalizers` (asserted in the rendered
@@ -570,7 +583,6 @@ async fn lease_calls_succeed_and_nothing_else(client: &Client, lease: &str) {
 /// Calls the operator never makes: each must be forbidden.
 async fn other_calls_are_forbidden(client: &Client, ns: &str, edd_name: &str, secret_name: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    assert!(is_forbidden(secrets.list(&ListParams::default()).await), "list secrets");
     assert!(is_forbidden(secrets.delete(secret_name, &DeleteParams::default()).await), "delete a secret");
     let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "planted"}})).unwrap();
     assert!(is_forbidden(secrets.create(&PostParams::default(), &secret).await), "create a secret");
@@ -641,6 +653,12 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     assert!(is_forbidden(elsewhere.get("pc-console").await), "a Secret outside the watched namespace");
     let elsewhere: Api<EcsDefenderDeployment> = Api::namespaced(namespaced.clone(), "default");
     assert!(is_forbidden(elsewhere.get("demo").await), "a resource outside the watched namespace");
+
+    // watchSecrets=false: Secrets by name only.
+    let by_name = install_rbac_and_login(&cp, &render("edo-names", &["watchNamespace=team-a", "watchSecrets=false"])).await;
+    let secrets: Api<Secret> = Api::namespaced(by_name.clone(), WATCHED);
+    secrets.get("pc-console").await.expect("get by name");
+    assert!(is_forbidden(secrets.list(&ListParams::default()).await), "list secrets");
 }
 
 /// A copy of the chart whose CRD gains `spec.upgradeProbe`, as a later chart version would.

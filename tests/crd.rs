@@ -59,7 +59,8 @@ async fn resource_round_trips_through_a_real_apiserver() {
     let w = created.spec.workers.as_ref().unwrap();
     assert_eq!(w.instance_type, "t2.medium");
     assert_eq!(w.auto_scaling_group.desired_capacity, 2);
-    assert_eq!(created.spec.defender.task_name, "pc-defender");
+    assert_eq!(created.spec.defender.task_name, None, "derived from the cluster name by the operator");
+    assert_eq!(w.rollout.min_healthy_percentage, 90);
 
     let status = EcsDefenderDeploymentStatus {
         observed_generation: created.metadata.generation,

@@ -73,12 +73,12 @@ async fn sample_becomes_ready_and_a_second_reconcile_changes_nothing() {
     }
     // The user data names the cluster exactly.
     let version =
-        aws.ec2.describe_launch_template_versions().launch_template_name("pc-worker-node").send().await.unwrap();
+        aws.ec2.describe_launch_template_versions().launch_template_name("demo-workers").send().await.unwrap();
     let ud = version.launch_template_versions()[0].launch_template_data().unwrap().user_data().unwrap();
     let ud = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ud).unwrap()).unwrap();
     assert!(ud.contains("echo ECS_CLUSTER=demo >> /etc/ecs/ecs.config"), "{ud}");
     // The Console's task definition was registered faithfully: host network and pid mode, privileged.
-    let td = aws.ecs.describe_task_definition().task_definition("pc-defender").send().await.unwrap();
+    let td = aws.ecs.describe_task_definition().task_definition("demo-defender").send().await.unwrap();
     let td = td.task_definition().unwrap();
     assert_eq!(td.network_mode().map(|m| m.as_str()), Some("host"));
     assert_eq!(td.pid_mode().map(|m| m.as_str()), Some("host"));
@@ -249,7 +249,7 @@ async fn a_console_upgrade_rolls_every_defender_to_the_new_version() {
     .expect("not rolled to the new Console version");
     assert_ne!(after.task_definition_digest.unwrap(), old_digest);
     assert!(
-        after.task_definition_arn.as_deref().unwrap().ends_with("pc-defender:2"),
+        after.task_definition_arn.as_deref().unwrap().ends_with("upgrade-defender:2"),
         "{:?}",
         after.task_definition_arn
     );
@@ -338,17 +338,19 @@ async fn spec_options_reach_aws_and_the_console() {
     w.instance_type = "m5.large".into();
     w.extra_user_data = "echo ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config".into();
     edd.spec.defender.cluster_name = Some("prod-ecs".into());
-    edd.spec.defender.task_name = "twistlock-defender".into();
-    edd.spec.service.name = "defenders".into();
+    edd.spec.defender.task_name = Some("twistlock-defender".into());
+    edd.spec.service.name = Some("defenders".into());
     h.create(&edd).await.unwrap();
     let ready = h.wait_condition("options", "Ready", "True", READY_TIMEOUT).await;
     assert_eq!(ready.status.as_ref().unwrap().image_id.as_deref(), Some(ami.as_str()));
 
-    let v = aws.ec2.describe_launch_template_versions().launch_template_name("pc-worker-node").send().await.unwrap();
+    let v = aws.ec2.describe_launch_template_versions().launch_template_name("options-workers").send().await.unwrap();
     let data = v.launch_template_versions()[0].launch_template_data().unwrap();
     assert_eq!(data.image_id(), Some(ami.as_str()));
     assert_eq!(data.instance_type().map(|t| t.as_str()), Some("m5.large"));
-    assert_eq!(data.network_interfaces()[0].groups(), [sg_id]);
+    // No public-IP choice in the spec: no network interface, the groups at the top level.
+    assert!(data.network_interfaces().is_empty(), "{:?}", data.network_interfaces());
+    assert_eq!(data.security_group_ids(), [sg_id]);
     let ud = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data.user_data().unwrap()).unwrap())
         .unwrap();
     assert!(ud.ends_with("echo ECS_CLUSTER=options >> /etc/ecs/ecs.config\necho ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config\n"), "{ud}");

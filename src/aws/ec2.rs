@@ -17,11 +17,56 @@ pub struct LaunchTemplate {
     pub tags: Tags,
 }
 
+/// One version of a launch template. Its description carries the hash of the launch data we
+/// made it from (versions are immutable), so whether it is current is read from AWS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchTemplateVersion {
+    pub number: i64,
+    pub description: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewLaunchTemplate {
     pub instance: InstanceSpec,
+    /// The launch-data hash, stored as the version description.
+    pub description: String,
     pub client_token: String,
     pub tags: Tags,
+}
+
+/// The launch data of a template version. Security groups go on the network interface when we
+/// must set one (to send the public-IP choice), else at the top level.
+fn launch_template_data(lt: &InstanceSpec, tags: &Tags) -> RequestLaunchTemplateData {
+    use base64::Engine;
+    let profile = if lt.instance_profile.starts_with("arn:") {
+        LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(&lt.instance_profile).build()
+    } else {
+        LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(&lt.instance_profile).build()
+    };
+    let mut data = RequestLaunchTemplateData::builder()
+        .image_id(&lt.image_id)
+        .instance_type(lt.instance_type.as_str().into())
+        .iam_instance_profile(profile)
+        .set_key_name(lt.key_name.clone())
+        .user_data(base64::engine::general_purpose::STANDARD.encode(&lt.user_data))
+        .tag_specifications(
+            aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(ec2_tags(tags)))
+                .build(),
+        );
+    data = match lt.associate_public_ip_address {
+        Some(public) => data.network_interfaces(
+            LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                .device_index(0)
+                .associate_public_ip_address(public)
+                .set_groups(Some(lt.security_group_ids.clone()))
+                .build(),
+        ),
+        None if lt.security_group_ids.is_empty() => data,
+        None => data.set_security_group_ids(Some(lt.security_group_ids.clone())),
+    };
+    data.build()
 }
 
 fn ec2_tags(tags: &Tags) -> Vec<Tag> {
@@ -49,38 +94,14 @@ impl AwsClients {
     }
 
     pub async fn create_launch_template(&self, new: &NewLaunchTemplate) -> Result<LaunchTemplate, AwsError> {
-        use base64::Engine;
         let lt = &new.instance;
-        let network = LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
-            .device_index(0)
-            .associate_public_ip_address(lt.associate_public_ip_address)
-            .set_groups(Some(lt.security_group_ids.clone()))
-            .build();
-        let profile = if lt.instance_profile.starts_with("arn:") {
-            LaunchTemplateIamInstanceProfileSpecificationRequest::builder().arn(&lt.instance_profile).build()
-        } else {
-            LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(&lt.instance_profile).build()
-        };
-        let data = RequestLaunchTemplateData::builder()
-            .image_id(&lt.image_id)
-            .instance_type(lt.instance_type.as_str().into())
-            .iam_instance_profile(profile)
-            .network_interfaces(network)
-            .set_key_name(lt.key_name.clone())
-            .user_data(base64::engine::general_purpose::STANDARD.encode(&lt.user_data))
-            .tag_specifications(
-                aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder()
-                    .resource_type(ResourceType::Instance)
-                    .set_tags(Some(ec2_tags(&new.tags)))
-                    .build(),
-            )
-            .build();
         let out = self.finish(
             "ec2:CreateLaunchTemplate",
             self.ec2
                 .create_launch_template()
                 .launch_template_name(&lt.name)
-                .launch_template_data(data)
+                .version_description(&new.description)
+                .launch_template_data(launch_template_data(lt, &new.tags))
                 .client_token(&new.client_token)
                 .tag_specifications(
                     TagSpecification::builder()
@@ -99,6 +120,57 @@ impl AwsClients {
             latest_version: 1,
             tags: new.tags.clone(),
         })
+    }
+
+    /// A new version of template `id` with `new`'s launch data; returns its number.
+    pub async fn create_launch_template_version(&self, id: &str, new: &NewLaunchTemplate) -> Result<i64, AwsError> {
+        let out = self.finish(
+            "ec2:CreateLaunchTemplateVersion",
+            self.ec2
+                .create_launch_template_version()
+                .launch_template_id(id)
+                .version_description(&new.description)
+                .launch_template_data(launch_template_data(&new.instance, &new.tags))
+                .client_token(&new.client_token)
+                .send()
+                .await,
+        )?;
+        Ok(out.launch_template_version().and_then(|v| v.version_number()).unwrap_or_default())
+    }
+
+    /// Makes `version` the template's default.
+    pub async fn set_default_launch_template_version(&self, id: &str, version: i64) -> Result<(), AwsError> {
+        self.finish(
+            "ec2:ModifyLaunchTemplate",
+            self.ec2.modify_launch_template().launch_template_id(id).default_version(version.to_string()).send().await,
+        )?;
+        Ok(())
+    }
+
+    /// Versions of template `id`: `versions` such as `["$Default"]`, or all of them when empty.
+    pub async fn describe_launch_template_versions(
+        &self,
+        id: &str,
+        versions: &[&str],
+    ) -> Result<Vec<LaunchTemplateVersion>, AwsError> {
+        let mut result = Vec::new();
+        let mut token = None;
+        loop {
+            let mut req = self.ec2.describe_launch_template_versions().launch_template_id(id).set_next_token(token);
+            for v in versions {
+                req = req.versions(*v);
+            }
+            let out = self.finish("ec2:DescribeLaunchTemplateVersions", req.send().await)?;
+            result.extend(out.launch_template_versions().iter().map(|v| LaunchTemplateVersion {
+                number: v.version_number().unwrap_or_default(),
+                description: v.version_description().map(str::to_string),
+            }));
+            token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(result)
     }
 
     pub async fn delete_launch_template(&self, id: &str) -> Result<(), AwsError> {

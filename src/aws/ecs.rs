@@ -1,7 +1,7 @@
 //! ECS calls: clusters, container instances, task definitions, services, tasks.
 
 use aws_sdk_ecs::types::{
-    ClusterField, LaunchType, SchedulingStrategy, ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus,
+    ClusterField, DesiredStatus, LaunchType, SchedulingStrategy, ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus,
 };
 use aws_smithy_types::body::SdkBody;
 
@@ -53,6 +53,8 @@ pub struct Service {
     pub desired: i32,
     pub running: i32,
     pub deployments: Vec<Deployment>,
+    /// The newest service events' messages, newest first (placement failures show here).
+    pub events: Vec<String>,
     pub tags: Tags,
 }
 
@@ -62,6 +64,8 @@ pub struct Task {
     pub container_instance_arn: Option<String>,
     pub task_definition_arn: String,
     pub last_status: String,
+    /// Why a stopped task stopped (`CannotPullContainerError: ...`).
+    pub stopped_reason: Option<String>,
 }
 
 fn tags_of(tags: &[Tag]) -> Tags {
@@ -283,6 +287,7 @@ impl AwsClients {
                     running: d.running_count(),
                 })
                 .collect(),
+            events: s.events().iter().take(5).filter_map(|e| e.message().map(str::to_string)).collect(),
             tags: tags_of(s.tags()),
         }))
     }
@@ -321,6 +326,7 @@ impl AwsClients {
             desired: 0,
             running: 0,
             deployments: vec![],
+            events: vec![],
             tags: tags.clone(),
         })
     }
@@ -353,12 +359,33 @@ impl AwsClients {
 
     /// The service's tasks (any status ECS still lists).
     pub async fn list_service_tasks(&self, cluster: &str, service: &str) -> Result<Vec<Task>, AwsError> {
+        self.list_tasks(cluster, service, None).await
+    }
+
+    /// The service's recently stopped tasks, with why they stopped.
+    pub async fn list_stopped_service_tasks(&self, cluster: &str, service: &str) -> Result<Vec<Task>, AwsError> {
+        self.list_tasks(cluster, service, Some(DesiredStatus::Stopped)).await
+    }
+
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired: Option<DesiredStatus>,
+    ) -> Result<Vec<Task>, AwsError> {
         let mut arns = Vec::new();
         let mut token = None;
         loop {
             let out = self.finish(
                 "ecs:ListTasks",
-                self.ecs.list_tasks().cluster(cluster).service_name(service).set_next_token(token).send().await,
+                self.ecs
+                    .list_tasks()
+                    .cluster(cluster)
+                    .service_name(service)
+                    .set_desired_status(desired.clone())
+                    .set_next_token(token)
+                    .send()
+                    .await,
             )?;
             arns.extend(out.task_arns().iter().cloned());
             token = out.next_token().map(str::to_string);
@@ -377,9 +404,19 @@ impl AwsClients {
                 container_instance_arn: t.container_instance_arn().map(str::to_string),
                 task_definition_arn: t.task_definition_arn().unwrap_or_default().to_string(),
                 last_status: t.last_status().unwrap_or_default().to_string(),
+                stopped_reason: t.stopped_reason().map(str::to_string),
             }));
         }
         Ok(tasks)
+    }
+
+    /// Adds or overwrites tags on an ECS resource (a task definition revision).
+    pub async fn tag_resource(&self, arn: &str, tags: &Tags) -> Result<(), AwsError> {
+        self.finish(
+            "ecs:TagResource",
+            self.ecs.tag_resource().resource_arn(arn).set_tags(Some(sdk_tags(tags))).send().await,
+        )?;
+        Ok(())
     }
 }
 

@@ -23,6 +23,14 @@ pub mod tags {
     pub const DIGEST: &str = "ecsdefender.io/digest";
     /// The Console version that generated a task definition.
     pub const CONSOLE_VERSION: &str = "ecsdefender.io/console-version";
+    /// sha256 of what we asked the Console to generate (its options and our overrides): with the
+    /// Console version, tells from the registered revision alone whether it is current.
+    pub const INPUTS: &str = "ecsdefender.io/inputs";
+
+    /// Whether `tags` carry `uid` as owner: the one test of "ours" for everything taggable.
+    pub fn owned_by(tags: &super::Tags, uid: &str) -> bool {
+        tags.get(OWNER).is_some_and(|o| o == uid)
+    }
 }
 
 /// What a worker instance launches with; launch templates and launch configurations both carry it.
@@ -36,7 +44,8 @@ pub struct InstanceSpec {
     pub instance_profile: String,
     pub security_group_ids: Vec<String>,
     pub key_name: Option<String>,
-    pub associate_public_ip_address: bool,
+    /// Sent only when set: unset lets the subnet decide, as AWS does.
+    pub associate_public_ip_address: Option<bool>,
     /// Plain text; base64-encoded on the wire.
     pub user_data: String,
 }

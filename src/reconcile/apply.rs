@@ -1,8 +1,14 @@
 //! (IO) Carries out a plan's actions in order, stopping at the first failure. Returns what was
 //! done (and the ids that now exist, so status records them at once) even when an action failed.
 
-use super::plan::{Action, short_td};
-use crate::aws::{AwsClients, AwsError};
+use super::{
+    plan::{Action, short_td},
+    teardown,
+};
+use crate::aws::{
+    AwsClients, AwsError,
+    autoscaling::{AutoScalingGroupUpdate, LaunchSource},
+};
 
 /// What one reconcile changed.
 #[derive(Debug, Default)]
@@ -11,6 +17,8 @@ pub struct Applied {
     pub done: Vec<(&'static str, String)>,
     pub cluster_arn: Option<String>,
     pub launch_template_id: Option<String>,
+    /// The launch-template version created by this plan.
+    pub launch_template_version: Option<i64>,
     pub task_definition: Option<(String, String)>, // (arn, digest)
     pub service_arn: Option<String>,
     /// The action that failed, and why.
@@ -49,12 +57,27 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
                 .push((action.name(), format!("created launch template {} ({})", lt.instance.name, created.id)));
             applied.launch_template_id = Some(created.id);
         }
+        Action::CreateLaunchTemplateVersion { id, template } => {
+            let v = aws.create_launch_template_version(id, template).await?;
+            applied.done.push((
+                action.name(),
+                format!("created version {v} of launch template {} with new launch data", template.instance.name),
+            ));
+            applied.launch_template_version = Some(v);
+        }
+        Action::SetDefaultLaunchTemplateVersion { id, name, version } => {
+            let v = resolve_version(*version, applied)?;
+            aws.set_default_launch_template_version(id, v).await?;
+            applied.done.push((action.name(), format!("made version {v} the default of launch template {name}")));
+        }
         Action::CreateLaunchConfiguration(lc) => {
             aws.create_launch_configuration(lc).await?;
             applied.done.push((action.name(), format!("created launch configuration {}", lc.name)));
         }
         Action::CreateAutoScalingGroup(g) => {
-            aws.create_auto_scaling_group(g).await?;
+            let mut g = g.clone();
+            g.launch = resolve_launch(&g.launch, applied)?;
+            aws.create_auto_scaling_group(&g).await?;
             applied.done.push((
                 action.name(),
                 format!(
@@ -63,12 +86,33 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
                 ),
             ));
         }
-        Action::UpdateAutoScalingGroupSize { name, min, max, desired } => {
-            aws.update_auto_scaling_group_size(name, *min, *max, *desired).await?;
+        Action::UpdateAutoScalingGroup(u) => {
+            let u = AutoScalingGroupUpdate {
+                launch: u.launch.as_ref().map(|l| resolve_launch(l, applied)).transpose()?,
+                ..u.clone()
+            };
+            aws.update_auto_scaling_group(&u).await?;
+            applied.done.push((action.name(), format!("updated Auto Scaling group {}: {}", u.name, describe_update(&u))));
+        }
+        Action::StartInstanceRefresh { name, min_healthy_percentage } => {
+            let id = aws.start_instance_refresh(name, *min_healthy_percentage).await?;
             applied.done.push((
                 action.name(),
-                format!("resized Auto Scaling group {name} to min {min}, max {max}, desired {desired}"),
+                format!(
+                    "started instance refresh {id} of {name} (keeping {min_healthy_percentage}% healthy) to replace instances on older launch data"
+                ),
             ));
+        }
+        Action::TagTaskDefinition { arn, tags } => {
+            aws.tag_resource(arn, tags).await?;
+            applied.done.push((
+                action.name(),
+                format!("the Console generates what {} already holds: recorded on the revision", short_td(arn)),
+            ));
+        }
+        Action::Remove(a) => {
+            let note = teardown::execute_one(aws, a).await?;
+            applied.done.push((action.name(), format!("{note} (no longer named by the spec)")));
         }
         Action::RegisterTaskDefinition { generated, tags, .. } => {
             let td = aws.register_task_definition(&generated.definition, tags).await?;
@@ -94,6 +138,43 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
         }
     }
     Ok(())
+}
+
+/// `None` refers to the launch-template version created earlier in this plan.
+fn resolve_version(version: Option<i64>, applied: &Applied) -> Result<i64, AwsError> {
+    version.or(applied.launch_template_version).ok_or_else(|| AwsError {
+        operation: "plan",
+        code: None,
+        message: "the plan refers to a launch-template version that was not created".into(),
+        transient: true,
+    })
+}
+
+fn resolve_launch(launch: &LaunchSource, applied: &Applied) -> Result<LaunchSource, AwsError> {
+    Ok(match launch {
+        LaunchSource::Template { name, version } => {
+            LaunchSource::Template { name: name.clone(), version: Some(resolve_version(*version, applied)?) }
+        }
+        other => other.clone(),
+    })
+}
+
+fn describe_update(u: &AutoScalingGroupUpdate) -> String {
+    let mut parts = vec![];
+    if let Some((min, max, desired)) = u.sizes {
+        parts.push(format!("min {min}, max {max}, desired {desired}"));
+    }
+    if let Some(s) = &u.subnet_ids {
+        parts.push(format!("subnets {}", s.join(",")));
+    }
+    match &u.launch {
+        Some(LaunchSource::Template { name, version }) => {
+            parts.push(format!("launch template {name} version {}", version.unwrap_or_default()))
+        }
+        Some(LaunchSource::Configuration { name }) => parts.push(format!("launch configuration {name}")),
+        None => {}
+    }
+    parts.join("; ")
 }
 
 /// `None` refers to the revision registered earlier in this plan.

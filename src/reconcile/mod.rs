@@ -9,11 +9,12 @@
 
 pub mod apply;
 pub mod observe;
+pub mod observed;
 pub mod plan;
 pub mod status;
 pub mod teardown;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
@@ -25,13 +26,14 @@ use tracing::{info, warn};
 
 use crate::{
     aws::{AwsClients, AwsTarget, StaticCredentials},
-    controller::Context,
-    crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER},
+    context::Context,
+    crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER, reasons},
     error::{Error, Result},
     prisma::{ConsoleClient, ConsoleTarget},
     validate::{Desired, validate},
 };
-use plan::{Need, Plan, StepState};
+use observed::{Need, Observed};
+use plan::Plan;
 use status::{Outcome, build_status};
 
 /// How a reconcile left things, for the requeue decision.
@@ -45,97 +47,111 @@ pub enum Progress {
     Stalled,
 }
 
-/// (IO) Brings one resource one step closer to its spec and reports it.
+/// (IO) Brings one resource one step closer to its spec and reports it. Every error ends the
+/// same way: a status that says it (Stalled or Retrying), then the error for the requeue policy.
 pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
-    let ns = edd.namespace().unwrap_or_default();
-    let generation = edd.metadata.generation.unwrap_or_default();
-    let prev = edd.status.as_ref();
-
-    // validate (pure)
-    let desired = match validate(edd) {
-        Ok(d) => d,
-        Err(invalid) => {
-            let err = Error::InvalidSpec(invalid);
+    match run_pipeline(edd, ctx).await {
+        Ok(progress) => Ok(progress),
+        Err(err) => {
+            let cluster_name = validate(edd).ok().map(|d| d.cluster_name);
             let status = build_status(
-                prev,
-                generation,
-                None,
-                Outcome::Stalled { reason: err.category(), message: err.to_string() },
+                edd.status.as_ref(),
+                edd.metadata.generation.unwrap_or_default(),
+                cluster_name.as_deref(),
+                outcome_of(&err),
                 Timestamp::now(),
             );
             patch_status(edd, ctx, status).await?;
-            return Err(err);
-        }
-    };
-    let cluster_name = Some(desired.cluster_name.as_str());
-
-    // dereference (IO): Secrets. A problem here is the user's to fix: Stalled, no AWS call.
-    let clients = match dereference(edd, &desired, ctx).await {
-        Ok(c) => c,
-        Err(err) => {
-            let outcome = outcome_of(&err);
-            patch_status(edd, ctx, build_status(prev, generation, cluster_name, outcome, Timestamp::now())).await?;
-            return Err(err);
-        }
-    };
-    let (aws, console) = clients;
-
-    // observe (IO) -> plan (pure), repeated while the plan needs more observations.
-    let result: Result<(plan::Observed, Plan)> = async {
-        let mut observed = observe::describe_world(&aws, &desired, prev).await?;
-        let mut fetched: Vec<Need> = vec![];
-        loop {
-            let plan = plan::plan(&desired, &observed);
-            let needs: Vec<Need> = plan.needs.iter().copied().filter(|n| !fetched.contains(n)).collect();
-            if needs.is_empty() {
-                return Ok((observed, plan));
-            }
-            observe::fetch_needs(&needs, &aws, &console, &desired, &mut observed).await.map_err(|e| match e {
-                observe::ObserveError::Aws(e) => Error::Aws(e),
-                observe::ObserveError::Console(e) => Error::Console(e),
-            })?;
-            fetched.extend(needs);
+            Err(err)
         }
     }
-    .await;
-    let (observed, plan) = match result {
-        Ok(r) => r,
-        Err(err) => {
-            let outcome = outcome_of(&err);
-            patch_status(edd, ctx, build_status(prev, generation, cluster_name, outcome, Timestamp::now())).await?;
-            return Err(err);
-        }
-    };
+}
+
+async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
+    let ns = edd.namespace().unwrap_or_default();
+    let prev = edd.status.as_ref();
+    let desired = validate(edd)?; // (pure)
+    let (aws, console) = dereference(edd, &desired, ctx).await?; // (IO): Secrets; no AWS call yet
+    let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev).await?; // (IO) + (pure)
 
     // apply (IO), unless suspended.
     let suspended = desired.suspend;
     let applied = if suspended { apply::Applied::default() } else { apply::apply(&aws, &plan.actions).await };
+    if !suspended {
+        for drift in &plan.drift {
+            warn!(resource = %edd.name_any(), namespace = %ns, "{drift}");
+            publish(ctx, edd, EventType::Warning, reasons::DRIFT_REPAIRED, drift.clone()).await;
+        }
+    }
     for (reason, note) in &applied.done {
         info!(resource = %edd.name_any(), namespace = %ns, action = reason, "{note}");
         publish(ctx, edd, EventType::Normal, reason, note.clone()).await;
     }
 
     // status (pure) -> one patch (IO)
+    let deadline = desired
+        .progress_deadline_seconds
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(ctx.config.progress_deadline);
     let status = build_status(
         prev,
-        generation,
-        cluster_name,
-        Outcome::Planned { uid: &desired.uid, observed: &observed, plan: &plan, applied: &applied, suspended },
+        desired.generation,
+        Some(&desired.cluster_name),
+        Outcome::Planned {
+            uid: &desired.uid,
+            observed: &observed,
+            plan: &plan,
+            applied: &applied,
+            suspended,
+            progress_deadline: deadline,
+        },
         Timestamp::now(),
     );
+    let stalled = status::is_stalled(&status);
+    let newly_stalled = stalled && !prev.is_some_and(status::is_stalled);
+    let stalled_message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::crd::conditions::STALLED)
+        .map(|c| (c.reason.clone(), c.message.clone()));
     patch_status(edd, ctx, status).await?;
 
     if let Some((_, err)) = applied.failed {
         return Err(Error::Aws(err));
     }
-    if let Some((_, step)) = plan.steps.all().into_iter().find(|(_, s)| s.state == StepState::Failed) {
-        // Reported as Stalled already; an Event tells whoever watches.
-        publish(ctx, edd, EventType::Warning, step.reason, step.message.clone()).await;
+    if stalled {
+        // Reported as Stalled already; an Event tells whoever watches, once.
+        if newly_stalled && let Some((reason, message)) = stalled_message {
+            publish(ctx, edd, EventType::Warning, &reason, message).await;
+        }
         return Ok(Progress::Stalled);
     }
-    let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == StepState::Ready);
+    let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
     // Suspended resources are only observed: no need to look often.
     Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging })
+}
+
+/// (IO) observe -> (pure) plan, repeated while the plan needs more observations.
+async fn observe_and_plan(
+    aws: &AwsClients,
+    console: &ConsoleClient,
+    desired: &Desired,
+    prev: Option<&EcsDefenderDeploymentStatus>,
+) -> Result<(Observed, Plan)> {
+    let mut observed = observe::describe_world(aws, desired, prev).await?;
+    let mut fetched: Vec<Need> = vec![];
+    loop {
+        let plan = plan::plan(desired, &observed);
+        let needs: Vec<Need> = plan.needs.iter().copied().filter(|n| !fetched.contains(n)).collect();
+        if needs.is_empty() {
+            return Ok((observed, plan));
+        }
+        observe::fetch_needs(&needs, aws, console, desired, &mut observed).await.map_err(|e| match e {
+            observe::ObserveError::Aws(e) => Error::Aws(e),
+            observe::ObserveError::Console(e) => Error::Console(e),
+        })?;
+        fetched.extend(needs);
+    }
 }
 
 /// (IO) Teardown on deletion; `Ok(true)` when everything is gone and the finalizer may go. When
@@ -186,7 +202,7 @@ async fn teardown_step(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Resul
     if plan.done() {
         return Ok(true);
     }
-    let message = plan.waiting.clone().unwrap_or_default();
+    let message = format!("deleting: waiting for {}", plan.waiting.clone().unwrap_or_default());
     let status = build_status(
         edd.status.as_ref(),
         edd.metadata.generation.unwrap_or_default(),
@@ -198,7 +214,7 @@ async fn teardown_step(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Resul
     Ok(false)
 }
 
-fn outcome_of(err: &Error) -> Outcome<'static> {
+pub(crate) fn outcome_of(err: &Error) -> Outcome<'static> {
     if err.is_transient() {
         Outcome::Retrying { reason: err.category(), message: err.to_string() }
     } else {

@@ -4,9 +4,12 @@
 
 use sha2::{Digest, Sha256};
 
-use super::plan::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Recorded};
+use super::{
+    observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Recorded, Stale},
+    plan::{launch_configuration_name, launch_hash, stale_names},
+};
 use crate::{
-    aws::{AwsClients, AwsError},
+    aws::{AwsClients, AwsError, tags::owned_by},
     crd::{EcsDefenderDeploymentStatus, WorkerKind},
     prisma::{ConsoleClient, ConsoleError},
     validate::{Desired, ImageSource},
@@ -26,40 +29,23 @@ pub async fn describe_world(
     desired: &Desired,
     status: Option<&EcsDefenderDeploymentStatus>,
 ) -> Result<Observed, AwsError> {
-    let mut o = Observed {
-        recorded: Recorded {
-            observed_generation: status.and_then(|s| s.observed_generation),
-            console_version: status.and_then(|s| s.console_version.clone()),
-            task_definition_digest: status.and_then(|s| s.task_definition_digest.clone()),
-        },
-        ..Default::default()
-    };
+    let mut o = Observed { recorded: Recorded::of(status), ..Default::default() };
     o.cluster = aws.describe_cluster(&desired.cluster_name).await?;
     if o.cluster.is_none() {
         return Ok(o); // nothing else can exist yet
     }
     if let Some(w) = &desired.workers {
-        match w.kind {
-            WorkerKind::LaunchTemplate => o.launch_template = aws.describe_launch_template(&w.name).await?,
-            WorkerKind::LaunchConfiguration => {
-                o.launch_configuration = aws.describe_launch_configuration(&w.name).await?
+        if w.kind == WorkerKind::LaunchTemplate {
+            o.launch_template = aws.describe_launch_template(&w.name).await?;
+            if let Some(lt) = o.launch_template.as_ref().filter(|lt| owned_by(&lt.tags, &desired.uid)) {
+                o.launch_template_default =
+                    aws.describe_launch_template_versions(&lt.id, &["$Default"]).await?.into_iter().next();
             }
         }
         o.auto_scaling_group = aws.describe_auto_scaling_group(&w.asg_name).await?;
     }
     o.container_instances = aws.list_container_instances(&desired.cluster_name).await?;
-    // The revision we registered (by its recorded ARN), else the family's latest: after an
-    // interrupted reconcile, a revision we registered but did not record is found by its tags.
-    let recorded_arn = status
-        .and_then(|s| s.task_definition_arn.as_deref())
-        .filter(|a| crate::aws::ecs::family_of(a) == Some(desired.task_family.as_str()));
-    o.task_definition = match recorded_arn {
-        Some(arn) => match aws.describe_task_definition(arn).await? {
-            Some(td) if td.active => Some(td),
-            _ => aws.describe_task_definition(&desired.task_family).await?,
-        },
-        None => aws.describe_task_definition(&desired.task_family).await?,
-    };
+    o.task_definition = aws.describe_task_definition(&desired.task_family).await?;
     o.service = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
     if o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
         o.tasks = aws.list_service_tasks(&desired.cluster_name, &desired.service_name).await?;
@@ -78,6 +64,31 @@ pub async fn fetch_needs(
     for need in needs {
         match need {
             Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired).await?),
+            Need::LaunchTemplateVersions => {
+                if let Some(lt) = &o.launch_template {
+                    o.launch_template_versions = Some(aws.describe_launch_template_versions(&lt.id, &[]).await?);
+                }
+            }
+            Need::LaunchConfiguration => {
+                if let Some(name) = wanted_launch_configuration(desired, o) {
+                    o.launch_configuration = Some(aws.describe_launch_configuration(&name).await?);
+                }
+            }
+            Need::InstanceRefreshes => {
+                if let Some(g) = &o.auto_scaling_group {
+                    o.instance_refreshes = Some(aws.describe_instance_refreshes(&g.name).await?);
+                }
+            }
+            Need::ScalingActivities => {
+                if let Some(g) = &o.auto_scaling_group {
+                    o.scaling_activities = Some(aws.describe_scaling_activities(&g.name).await?);
+                }
+            }
+            Need::StoppedTasks => {
+                o.stopped_tasks =
+                    Some(aws.list_stopped_service_tasks(&desired.cluster_name, &desired.service_name).await?);
+            }
+            Need::Stale => o.stale = Some(describe_stale(aws, desired, o).await?),
             Need::ConsoleVersion => o.console_version = Some(console.version().await?),
             Need::GeneratedTaskDefinition => {
                 let version = match &o.console_version {
@@ -100,6 +111,56 @@ pub async fn fetch_needs(
         }
     }
     Ok(())
+}
+
+/// The launch configuration the current launch data names (known once the inputs are resolved).
+fn wanted_launch_configuration(desired: &Desired, o: &Observed) -> Option<String> {
+    let w = desired.workers.as_ref().filter(|w| w.kind == WorkerKind::LaunchConfiguration)?;
+    let inputs = o.launch_inputs.as_ref()?;
+    let image = inputs.image_id.as_ref().ok()?;
+    Some(launch_configuration_name(w, &launch_hash(w, image, &inputs.security_group_ids)))
+}
+
+/// (IO) What `status.owned` lists that the spec no longer names, as AWS has it now.
+async fn describe_stale(aws: &AwsClients, desired: &Desired, o: &Observed) -> Result<Stale, AwsError> {
+    let names = stale_names(desired, &o.recorded.owned, wanted_launch_configuration(desired, o).as_deref());
+    let mut stale = Stale::default();
+    for name in &names.services {
+        match aws.describe_service(&desired.cluster_name, name).await? {
+            Some(s) if s.status != "INACTIVE" => stale.services.push(s),
+            _ => stale.gone_services.push(name.clone()),
+        }
+    }
+    for family in &names.task_families {
+        let arns = aws.list_task_definitions(family).await?;
+        if arns.is_empty() {
+            stale.gone_task_families.push(family.clone());
+        }
+        for arn in arns {
+            if let Some(td) = aws.describe_task_definition(&arn).await? {
+                stale.task_definitions.push(td);
+            }
+        }
+    }
+    for name in &names.auto_scaling_groups {
+        match aws.describe_auto_scaling_group(name).await? {
+            Some(g) => stale.auto_scaling_groups.push(g),
+            None => stale.gone_auto_scaling_groups.push(name.clone()),
+        }
+    }
+    for name in &names.launch_templates {
+        match aws.describe_launch_template(name).await? {
+            Some(lt) => stale.launch_templates.push(lt),
+            None => stale.gone_launch_templates.push(name.clone()),
+        }
+    }
+    for name in &names.launch_configurations {
+        match aws.describe_launch_configuration(name).await? {
+            Some(lc) => stale.launch_configurations.push(lc),
+            None => stale.gone_launch_configurations.push(name.clone()),
+        }
+    }
+    Ok(stale)
 }
 
 /// (pure) The Console's task definition with our overrides (the family is the spec's task name),
@@ -144,13 +205,14 @@ async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired) -> Result<L
             }
         }
     };
-    let (vpc, subnet_ids, missing_subnets) = if w.subnet_ids.is_empty() {
+    let (vpc, mut subnet_ids, missing_subnets) = if w.subnet_ids.is_empty() {
         let (vpc, subnets) = aws.default_subnets().await?;
         (vpc, subnets, vec![])
     } else {
         let (vpc, missing) = aws.describe_subnets(&w.subnet_ids).await?;
         (vpc, w.subnet_ids.clone(), missing)
     };
+    subnet_ids.sort();
     let (security_group_ids, missing_security_groups) =
         aws.resolve_security_groups(&w.security_groups, vpc.as_deref()).await?;
     Ok(LaunchInputs { image_id, security_group_ids, missing_security_groups, subnet_ids, missing_subnets })

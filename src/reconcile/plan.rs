@@ -1,100 +1,29 @@
 //! (pure) What to do next, from what is wanted and what is there: `plan(&Desired, &Observed)`.
 //!
 //! No I/O here. The plan is data: an ordered list of [`Action`]s (each one idempotent), a report
-//! per step for the status conditions, and the observations the plan still needs (`needs`), which
-//! the driver fetches before planning again. Each step acts only when the previous one holds:
-//! cluster -> workers -> task definition -> service -> Defenders connected.
+//! per step for the status conditions, the observations the plan still needs (`needs`, fetched by
+//! the driver before planning again), and the drift it found. Steps:
+//! cluster -> workers -> task definition -> service -> Defenders connected, then the removal of
+//! what the spec no longer names. Whether something is current is read from AWS (tags, version
+//! descriptions, the instances' launch data), never from status bookkeeping.
 //! A converged resource plans no action.
 
 use std::collections::BTreeSet;
 
+pub use super::observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Recorded, Stale};
+use super::teardown::TeardownAction;
 use crate::{
     aws::{
         InstanceSpec, Tags,
-        autoscaling::{
-            AutoScalingGroup, LaunchConfiguration, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration,
-        },
-        ec2::{LaunchTemplate, NewLaunchTemplate},
-        ecs::{Cluster, ContainerInstance, Service, Task, TaskDefinition},
-        tags,
+        autoscaling::{AutoScalingGroup, AutoScalingGroupUpdate, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration},
+        ec2::NewLaunchTemplate,
+        ecs::ContainerInstance,
+        tags::{self, owned_by},
     },
-    crd::WorkerKind,
+    crd::{OwnedResources, RolloutStrategy, WorkerKind, conditions as c},
     prisma::Defender,
-    validate::{Desired, client_token},
+    validate::{Desired, DesiredWorkers, client_token, short_hash},
 };
-
-/// What observe found. `None` in the optional observations means "not looked at yet".
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Observed {
-    pub cluster: Option<Cluster>,
-    pub launch_template: Option<LaunchTemplate>,
-    pub launch_configuration: Option<LaunchConfiguration>,
-    pub auto_scaling_group: Option<AutoScalingGroup>,
-    pub container_instances: Vec<ContainerInstance>,
-    /// The family's current revision, when there is one.
-    pub task_definition: Option<TaskDefinition>,
-    pub service: Option<Service>,
-    pub tasks: Vec<Task>,
-    /// The Console's version (one cheap call per reconcile).
-    pub console_version: Option<String>,
-    /// The digest and Console version recorded in status by an earlier reconcile.
-    pub recorded: Recorded,
-    pub launch_inputs: Option<LaunchInputs>,
-    pub generated: Option<GeneratedTaskDefinition>,
-    pub defenders: Option<Vec<Defender>>,
-}
-
-/// What earlier reconciles wrote to status that planning uses.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Recorded {
-    pub observed_generation: Option<i64>,
-    pub console_version: Option<String>,
-    pub task_definition_digest: Option<String>,
-}
-
-/// Inputs needed only to create workers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LaunchInputs {
-    /// The AMI id, or why there is none.
-    pub image_id: Result<String, String>,
-    pub security_group_ids: Vec<String>,
-    pub missing_security_groups: Vec<String>,
-    pub subnet_ids: Vec<String>,
-    /// Subnets the spec names that do not exist.
-    pub missing_subnets: Vec<String>,
-}
-
-/// The Console's task definition with our overrides, ready to register.
-#[derive(Clone, PartialEq)]
-pub struct GeneratedTaskDefinition {
-    pub definition: serde_json::Value,
-    pub digest: String,
-    pub console_version: String,
-    pub image: Option<String>,
-}
-
-impl std::fmt::Debug for GeneratedTaskDefinition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The definition carries the install bundle: never print it.
-        f.debug_struct("GeneratedTaskDefinition")
-            .field("digest", &self.digest)
-            .field("console_version", &self.console_version)
-            .finish()
-    }
-}
-
-/// Observations the plan needs before it can go further.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Need {
-    /// AMI id, security group ids, subnets: to create workers.
-    LaunchInputs,
-    /// The Console's version.
-    ConsoleVersion,
-    /// A freshly generated task definition from the Console.
-    GeneratedTaskDefinition,
-    /// The Console's list of Defenders.
-    Defenders,
-}
 
 /// One idempotent change in AWS.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,17 +33,32 @@ pub enum Action {
         tags: Tags,
     },
     CreateLaunchTemplate(NewLaunchTemplate),
+    /// A new version of an existing template with the wanted launch data.
+    CreateLaunchTemplateVersion {
+        id: String,
+        template: NewLaunchTemplate,
+    },
+    /// `version: None` means the one created earlier in the same plan.
+    SetDefaultLaunchTemplateVersion {
+        id: String,
+        name: String,
+        version: Option<i64>,
+    },
     CreateLaunchConfiguration(NewLaunchConfiguration),
     CreateAutoScalingGroup(NewAutoScalingGroup),
-    UpdateAutoScalingGroupSize {
+    UpdateAutoScalingGroup(AutoScalingGroupUpdate),
+    StartInstanceRefresh {
         name: String,
-        min: i32,
-        max: i32,
-        desired: i32,
+        min_healthy_percentage: i32,
     },
     RegisterTaskDefinition {
         family: String,
         generated: GeneratedTaskDefinition,
+        tags: Tags,
+    },
+    /// The Console generated exactly what is registered: record that on the revision.
+    TagTaskDefinition {
+        arn: String,
         tags: Tags,
     },
     /// `task_definition: None` means the one registered earlier in the same plan.
@@ -130,6 +74,8 @@ pub enum Action {
         name: String,
         task_definition: Option<String>,
     },
+    /// Removes something of ours the spec no longer names.
+    Remove(TeardownAction),
 }
 
 impl Action {
@@ -138,12 +84,17 @@ impl Action {
         match self {
             Action::CreateCluster { .. } => "CreateCluster",
             Action::CreateLaunchTemplate(_) => "CreateLaunchTemplate",
+            Action::CreateLaunchTemplateVersion { .. } => "CreateLaunchTemplateVersion",
+            Action::SetDefaultLaunchTemplateVersion { .. } => "SetDefaultLaunchTemplateVersion",
             Action::CreateLaunchConfiguration(_) => "CreateLaunchConfiguration",
             Action::CreateAutoScalingGroup(_) => "CreateAutoScalingGroup",
-            Action::UpdateAutoScalingGroupSize { .. } => "UpdateAutoScalingGroup",
+            Action::UpdateAutoScalingGroup(_) => "UpdateAutoScalingGroup",
+            Action::StartInstanceRefresh { .. } => "StartInstanceRefresh",
             Action::RegisterTaskDefinition { .. } => "RegisterTaskDefinition",
+            Action::TagTaskDefinition { .. } => "TagTaskDefinition",
             Action::CreateService { .. } => "CreateService",
             Action::UpdateService { .. } => "UpdateService",
+            Action::Remove(a) => a.name(),
         }
     }
 }
@@ -175,6 +126,9 @@ impl StepReport {
     fn blocked(on: &str) -> Self {
         Self::new(StepState::Blocked, "Waiting", format!("waiting for {on}"))
     }
+    fn ready(&self) -> bool {
+        self.state == StepState::Ready
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -188,7 +142,6 @@ pub struct Steps {
 
 impl Steps {
     pub fn all(&self) -> [(&'static str, &StepReport); 5] {
-        use crate::reconcile::status::conditions as c;
         [
             (c::CLUSTER_READY, &self.cluster),
             (c::WORKERS_READY, &self.workers),
@@ -199,28 +152,125 @@ impl Steps {
     }
 }
 
+/// What the workers run, for status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkersSummary {
+    pub launch_template_id: Option<String>,
+    /// The launch-template version the group is (or is being) pointed at.
+    pub launch_template_version: Option<i64>,
+    pub launch_configuration_name: Option<String>,
+    pub image_id: Option<String>,
+    /// Group instances on the current launch data.
+    pub instances_up_to_date: Option<i32>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub needs: BTreeSet<Need>,
     pub steps: Steps,
+    /// Changes made outside the operator that this plan puts back, one sentence each (Events).
+    pub drift: Vec<String>,
+    pub workers: WorkersSummary,
+    /// What the resource owns after this plan, for `status.owned` (created names added, names
+    /// found gone dropped).
+    pub owned: OwnedResources,
+    /// Removal of what the spec no longer names is still under way.
+    pub removing: Option<String>,
 }
 
 /// Plans the next changes. Pure.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
-    let mut p = Planner { desired, observed, actions: vec![], needs: BTreeSet::new() };
+    let mut p = Planner {
+        desired,
+        observed,
+        actions: vec![],
+        needs: BTreeSet::new(),
+        drift: vec![],
+        workers: WorkersSummary::default(),
+        workers_exist: false,
+    };
     let cluster = p.plan_cluster();
-    let workers = if cluster.state == StepState::Ready { p.plan_workers() } else { StepReport::blocked("the cluster") };
-    let task_definition =
-        if workers.state == StepState::Ready { p.plan_task_definition() } else { StepReport::blocked("the workers") };
-    let service = if task_definition.state == StepState::Ready || p.registering() {
+    let workers = if cluster.ready() { p.plan_workers() } else { StepReport::blocked("the cluster") };
+    // Once workers exist, the Defender is kept current even while they change (an instance
+    // refresh, a resize): the DAEMON service follows the instances by itself.
+    let workers_usable = workers.ready() || (p.workers_exist && workers.state == StepState::Progressing);
+    let task_definition = if workers_usable { p.plan_task_definition() } else { StepReport::blocked("the workers") };
+    let service = if task_definition.ready() || p.registering() {
         p.plan_service()
     } else {
         StepReport::blocked("the task definition")
     };
-    let defenders =
-        if service.state == StepState::Ready { p.plan_defenders() } else { StepReport::blocked("the service") };
-    Plan { actions: p.actions, needs: p.needs, steps: Steps { cluster, workers, task_definition, service, defenders } }
+    let defenders = if service.ready() { p.plan_defenders() } else { StepReport::blocked("the service") };
+    let steps = Steps { cluster, workers, task_definition, service, defenders };
+    let removing = if steps.cluster.ready() { p.plan_stale(&steps) } else { None };
+    let owned = p.owned_after();
+    Plan { actions: p.actions, needs: p.needs, steps, drift: p.drift, workers: p.workers, owned, removing }
+}
+
+/// The names the spec uses now; everything else in `status.owned` is stale.
+fn current_names(d: &Desired, launch_configuration: Option<&str>) -> OwnedResources {
+    let mut n = OwnedResources {
+        services: vec![d.service_name.clone()],
+        task_families: vec![d.task_family.clone()],
+        ..Default::default()
+    };
+    if let Some(w) = &d.workers {
+        n.auto_scaling_groups.push(w.asg_name.clone());
+        match w.kind {
+            WorkerKind::LaunchTemplate => n.launch_templates.push(w.name.clone()),
+            WorkerKind::LaunchConfiguration => n.launch_configurations.extend(launch_configuration.map(String::from)),
+        }
+    }
+    n
+}
+
+/// (pure) What `status.owned` lists that the spec no longer names. Launch configurations are
+/// immutable and named after their content, so every recorded one but the current is stale.
+pub fn stale_names(d: &Desired, recorded: &OwnedResources, current_launch_configuration: Option<&str>) -> OwnedResources {
+    let now = current_names(d, current_launch_configuration);
+    let minus = |all: &[String], keep: &[String]| -> Vec<String> {
+        all.iter().filter(|n| !keep.contains(n)).cloned().collect()
+    };
+    OwnedResources {
+        services: minus(&recorded.services, &now.services),
+        task_families: minus(&recorded.task_families, &now.task_families),
+        auto_scaling_groups: minus(&recorded.auto_scaling_groups, &now.auto_scaling_groups),
+        launch_templates: minus(&recorded.launch_templates, &now.launch_templates),
+        launch_configurations: minus(&recorded.launch_configurations, &now.launch_configurations),
+    }
+}
+
+/// The launch-data hash: what a launch-template version's description and a launch
+/// configuration's name carry.
+pub fn launch_hash(w: &DesiredWorkers, image_id: &str, security_group_ids: &[String]) -> String {
+    let public_ip = match w.associate_public_ip_address {
+        Some(true) => "public",
+        Some(false) => "private",
+        None => "subnet",
+    };
+    short_hash(
+        &[
+            image_id,
+            &w.instance_type,
+            &w.instance_profile,
+            &security_group_ids.join(","),
+            w.key_name.as_deref().unwrap_or_default(),
+            public_ip,
+            &w.user_data,
+        ],
+        16,
+    )
+}
+
+/// The version description that marks a launch-template version as made from `hash`.
+pub fn version_description(hash: &str) -> String {
+    format!("ecsdefender.io/launch={hash}")
+}
+
+/// The launch configuration for `hash`: `<name>-<owner>-<content>`.
+pub fn launch_configuration_name(w: &DesiredWorkers, hash: &str) -> String {
+    format!("{}-{}-{}", w.name, w.owner_hash, &hash[..8])
 }
 
 struct Planner<'a> {
@@ -228,15 +278,23 @@ struct Planner<'a> {
     observed: &'a Observed,
     actions: Vec<Action>,
     needs: BTreeSet<Need>,
-}
-
-fn owned_by(tags: &Tags, uid: &str) -> bool {
-    tags.get(tags::OWNER).is_some_and(|o| o == uid)
+    drift: Vec<String>,
+    workers: WorkersSummary,
+    /// Our Auto Scaling group exists (the Defender can be kept current while it changes).
+    workers_exist: bool,
 }
 
 impl Planner<'_> {
     fn registering(&self) -> bool {
         self.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. }))
+    }
+
+    /// A sentence for an Event when the spec did not change since the last reconcile (so a
+    /// difference found now was made outside the operator).
+    fn note_drift(&mut self, what: String) {
+        if self.observed.recorded.observed_generation == Some(self.desired.generation) {
+            self.drift.push(what);
+        }
     }
 
     fn plan_cluster(&mut self) -> StepReport {
@@ -251,23 +309,29 @@ impl Planner<'_> {
                 ),
             ),
             None => {
+                if self.observed.recorded.cluster_arn.is_some() {
+                    self.note_drift(format!(
+                        "cluster {} was deleted outside the operator; creating it again",
+                        d.cluster_name
+                    ));
+                }
                 self.actions.push(Action::CreateCluster { name: d.cluster_name.clone(), tags: d.tags.clone() });
                 StepReport::new(StepState::Progressing, "Creating", format!("creating cluster {}", d.cluster_name))
             }
-            Some(c) if !d.adopt_cluster && !owned_by(&c.tags, &d.uid) => StepReport::new(
+            Some(cl) if !d.adopt_cluster && !owned_by(&cl.tags, &d.uid) => StepReport::new(
                 StepState::Failed,
                 "ClusterNotOwned",
                 format!(
                     "cluster {} already exists and was not created by this resource; set cluster.adopt: true to deploy Defenders into it",
-                    c.name
+                    cl.name
                 ),
             ),
-            Some(c) if c.status != "ACTIVE" => StepReport::new(
+            Some(cl) if cl.status != "ACTIVE" => StepReport::new(
                 StepState::Progressing,
                 "ClusterNotActive",
-                format!("cluster {} is {}", c.name, c.status),
+                format!("cluster {} is {}", cl.name, cl.status),
             ),
-            Some(c) => StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", c.name)),
+            Some(cl) => StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", cl.name)),
         }
     }
 
@@ -277,8 +341,8 @@ impl Planner<'_> {
 
     fn plan_workers(&mut self) -> StepReport {
         let d = self.desired;
-        let active = self.active_instances().len() as i32;
         let Some(w) = &d.workers else {
+            let active = self.active_instances().len();
             return StepReport::new(
                 StepState::Ready,
                 "NotManaged",
@@ -288,24 +352,19 @@ impl Planner<'_> {
             );
         };
         let o = self.observed;
-        // The launch template or configuration.
-        let launch_exists = match w.kind {
-            WorkerKind::LaunchTemplate => match &o.launch_template {
-                Some(lt) if !owned_by(&lt.tags, &d.uid) => {
-                    return StepReport::new(
-                        StepState::Failed,
-                        "LaunchTemplateNotOwned",
-                        format!(
-                            "launch template {} exists and was not created by this resource; choose another workers.name",
-                            lt.name
-                        ),
-                    );
-                }
-                Some(_) => true,
-                None => false,
-            },
-            WorkerKind::LaunchConfiguration => o.launch_configuration.is_some(),
-        };
+        if let Some(lt) = &o.launch_template
+            && w.kind == WorkerKind::LaunchTemplate
+            && !owned_by(&lt.tags, &d.uid)
+        {
+            return StepReport::new(
+                StepState::Failed,
+                "LaunchTemplateNotOwned",
+                format!(
+                    "launch template {} exists and was not created by this resource; choose another workers.name",
+                    lt.name
+                ),
+            );
+        }
         let asg = o.auto_scaling_group.as_ref();
         if let Some(g) = asg
             && !owned_by(&g.tags, &d.uid)
@@ -319,131 +378,324 @@ impl Planner<'_> {
                 ),
             );
         }
-        if !launch_exists || asg.is_none() {
-            let Some(inputs) = &o.launch_inputs else {
-                self.needs.insert(Need::LaunchInputs);
-                return StepReport::new(
-                    StepState::Progressing,
-                    "Creating",
-                    "resolving the AMI, security groups and subnets",
-                );
-            };
-            let image_id = match &inputs.image_id {
-                Ok(id) => id.clone(),
-                Err(why) => return StepReport::new(StepState::Failed, "ImageNotFound", why.clone()),
-            };
-            if !inputs.missing_security_groups.is_empty() {
-                return StepReport::new(
-                    StepState::Failed,
-                    "SecurityGroupNotFound",
-                    format!("security groups not found: {}", inputs.missing_security_groups.join(", ")),
-                );
-            }
-            if !inputs.missing_subnets.is_empty() {
-                return StepReport::new(
-                    StepState::Failed,
-                    "SubnetNotFound",
-                    format!("subnets not found: {}", inputs.missing_subnets.join(", ")),
-                );
-            }
-            if inputs.subnet_ids.is_empty() {
-                return StepReport::new(
-                    StepState::Failed,
-                    "NoSubnets",
-                    "no subnets: the account has no default VPC with default subnets; set workers.autoScalingGroup.subnetIds",
-                );
-            }
-            if !launch_exists {
-                let instance = InstanceSpec {
-                    name: w.name.clone(),
-                    image_id: image_id.clone(),
-                    instance_type: w.instance_type.clone(),
-                    instance_profile: w.instance_profile.clone(),
-                    security_group_ids: inputs.security_group_ids.clone(),
-                    key_name: w.key_name.clone(),
-                    associate_public_ip_address: w.associate_public_ip_address,
-                    user_data: w.user_data.clone(),
-                };
-                self.actions.push(match w.kind {
-                    WorkerKind::LaunchTemplate => Action::CreateLaunchTemplate(NewLaunchTemplate {
-                        client_token: client_token(&d.uid, &[&w.name, &image_id, &w.user_data, &w.instance_type], 64),
-                        tags: d.tags.clone(),
-                        instance,
-                    }),
-                    WorkerKind::LaunchConfiguration => Action::CreateLaunchConfiguration(instance),
-                });
-            }
-            if asg.is_none() {
-                self.actions.push(Action::CreateAutoScalingGroup(NewAutoScalingGroup {
-                    name: w.asg_name.clone(),
-                    min_size: w.min_size,
-                    max_size: w.max_size,
-                    desired_capacity: w.desired_capacity,
-                    launch: match w.kind {
-                        WorkerKind::LaunchTemplate => LaunchSource::Template { name: w.name.clone() },
-                        WorkerKind::LaunchConfiguration => LaunchSource::Configuration { name: w.name.clone() },
-                    },
-                    subnet_ids: if w.subnet_ids.is_empty() { inputs.subnet_ids.clone() } else { w.subnet_ids.clone() },
+        if let Some(g) = asg
+            && g.status.is_some()
+        {
+            // Deleted outside the operator (or by an earlier teardown): wait until it is gone.
+            return StepReport::new(
+                StepState::Progressing,
+                "AutoScalingGroupDeleting",
+                format!("Auto Scaling group {} is being deleted; it is created again once it is gone", g.name),
+            );
+        }
+        // The launch data, resolved: every reconcile, so a new AMI behind the SSM parameter is seen.
+        let Some(inputs) = &o.launch_inputs else {
+            self.needs.insert(Need::LaunchInputs);
+            return StepReport::new(StepState::Progressing, "Resolving", "resolving the AMI, security groups and subnets");
+        };
+        let image_id = match &inputs.image_id {
+            Ok(id) => id.clone(),
+            Err(why) => return StepReport::new(StepState::Failed, "ImageNotFound", why.clone()),
+        };
+        if !inputs.missing_security_groups.is_empty() {
+            return StepReport::new(
+                StepState::Failed,
+                "SecurityGroupNotFound",
+                format!("security groups not found: {}", inputs.missing_security_groups.join(", ")),
+            );
+        }
+        if !inputs.missing_subnets.is_empty() {
+            return StepReport::new(
+                StepState::Failed,
+                "SubnetNotFound",
+                format!("subnets not found: {}", inputs.missing_subnets.join(", ")),
+            );
+        }
+        if inputs.subnet_ids.is_empty() {
+            return StepReport::new(
+                StepState::Failed,
+                "NoSubnets",
+                "no subnets: the account has no default VPC with default subnets; set workers.autoScalingGroup.subnetIds",
+            );
+        }
+        self.workers.image_id = Some(image_id.clone());
+        let hash = launch_hash(w, &image_id, &inputs.security_group_ids);
+        let instance = |name: String| InstanceSpec {
+            name,
+            image_id: image_id.clone(),
+            instance_type: w.instance_type.clone(),
+            instance_profile: w.instance_profile.clone(),
+            security_group_ids: inputs.security_group_ids.clone(),
+            key_name: w.key_name.clone(),
+            associate_public_ip_address: w.associate_public_ip_address,
+            user_data: w.user_data.clone(),
+        };
+
+        // 1. What the group should launch from.
+        let launch = match w.kind {
+            WorkerKind::LaunchTemplate => {
+                let template = NewLaunchTemplate {
+                    instance: instance(w.name.clone()),
+                    description: version_description(&hash),
+                    client_token: client_token(&d.uid, &[&w.name, &hash], 64),
                     tags: d.tags.clone(),
-                }));
+                };
+                match &o.launch_template {
+                    None => {
+                        self.actions.push(Action::CreateLaunchTemplate(template));
+                        // A new template's first version is 1.
+                        LaunchSource::Template { name: w.name.clone(), version: Some(1) }
+                    }
+                    Some(lt) => {
+                        self.workers.launch_template_id = Some(lt.id.clone());
+                        let wanted = version_description(&hash);
+                        let version = if o.launch_template_default.as_ref().and_then(|v| v.description.as_ref())
+                            == Some(&wanted)
+                        {
+                            o.launch_template_default.as_ref().map(|v| v.number)
+                        } else {
+                            let Some(versions) = &o.launch_template_versions else {
+                                self.needs.insert(Need::LaunchTemplateVersions);
+                                return StepReport::new(
+                                    StepState::Progressing,
+                                    "Checking",
+                                    format!("looking for launch template {} versions", lt.name),
+                                );
+                            };
+                            match versions.iter().filter(|v| v.description.as_ref() == Some(&wanted)).max_by_key(|v| v.number) {
+                                // The wanted launch data exists as a version: the default was changed.
+                                Some(v) => {
+                                    self.note_drift(format!(
+                                        "the default version of launch template {} was changed to {} outside the operator; setting it back to {}",
+                                        lt.name, lt.default_version, v.number
+                                    ));
+                                    self.actions.push(Action::SetDefaultLaunchTemplateVersion {
+                                        id: lt.id.clone(),
+                                        name: lt.name.clone(),
+                                        version: Some(v.number),
+                                    });
+                                    Some(v.number)
+                                }
+                                None => {
+                                    self.actions.push(Action::CreateLaunchTemplateVersion {
+                                        id: lt.id.clone(),
+                                        template: NewLaunchTemplate {
+                                            client_token: client_token(&d.uid, &[&lt.id, &hash], 64),
+                                            ..template
+                                        },
+                                    });
+                                    self.actions.push(Action::SetDefaultLaunchTemplateVersion {
+                                        id: lt.id.clone(),
+                                        name: lt.name.clone(),
+                                        version: None,
+                                    });
+                                    None
+                                }
+                            }
+                        };
+                        self.workers.launch_template_version = version;
+                        LaunchSource::Template { name: w.name.clone(), version }
+                    }
+                }
             }
+            WorkerKind::LaunchConfiguration => {
+                let name = launch_configuration_name(w, &hash);
+                self.workers.launch_configuration_name = Some(name.clone());
+                match &o.launch_configuration {
+                    None => {
+                        self.needs.insert(Need::LaunchConfiguration);
+                        return StepReport::new(
+                            StepState::Progressing,
+                            "Checking",
+                            format!("looking for launch configuration {name}"),
+                        );
+                    }
+                    Some(None) => self.actions.push(Action::CreateLaunchConfiguration(instance(name.clone()))),
+                    Some(Some(_)) => {}
+                }
+                LaunchSource::Configuration { name }
+            }
+        };
+
+        // 2. The group: created, or updated in one call with everything that differs.
+        let Some(g) = asg else {
+            if o.recorded.owned.auto_scaling_groups.contains(&w.asg_name) {
+                self.note_drift(format!(
+                    "Auto Scaling group {} was deleted outside the operator; creating it again",
+                    w.asg_name
+                ));
+            }
+            self.actions.push(Action::CreateAutoScalingGroup(NewAutoScalingGroup {
+                name: w.asg_name.clone(),
+                min_size: w.min_size,
+                max_size: w.max_size,
+                desired_capacity: w.desired_capacity,
+                launch,
+                subnet_ids: inputs.subnet_ids.clone(),
+                tags: d.tags.clone(),
+            }));
             return StepReport::new(
                 StepState::Progressing,
                 "Creating",
                 format!("creating the {} and Auto Scaling group {}", launch_kind(w.kind), w.asg_name),
             );
-        }
-        let g = asg.expect("checked above");
+        };
+        self.workers_exist = true;
+        let mut update = AutoScalingGroupUpdate { name: g.name.clone(), ..Default::default() };
+        let mut changes = vec![];
         if (g.min_size, g.max_size, g.desired_capacity) != (w.min_size, w.max_size, w.desired_capacity) {
-            self.actions.push(Action::UpdateAutoScalingGroupSize {
-                name: g.name.clone(),
-                min: w.min_size,
-                max: w.max_size,
-                desired: w.desired_capacity,
+            update.sizes = Some((w.min_size, w.max_size, w.desired_capacity));
+            changes.push(format!("min {} / max {} / desired {}", w.min_size, w.max_size, w.desired_capacity));
+            if o.recorded.ready {
+                self.note_drift(format!(
+                    "Auto Scaling group {} was resized to min {} / max {} / desired {} outside the operator; setting it back",
+                    g.name, g.min_size, g.max_size, g.desired_capacity
+                ));
+            }
+        }
+        if g.subnet_ids != inputs.subnet_ids {
+            update.subnet_ids = Some(inputs.subnet_ids.clone());
+            changes.push(format!("subnets {}", inputs.subnet_ids.join(",")));
+        }
+        if !group_launches(g, &launch) {
+            changes.push(match &launch {
+                LaunchSource::Template { name, version: Some(v) } => format!("launch template {name} version {v}"),
+                LaunchSource::Template { name, version: None } => format!("a new version of launch template {name}"),
+                LaunchSource::Configuration { name } => format!("launch configuration {name}"),
             });
+            update.launch = Some(launch.clone());
+        }
+        if !changes.is_empty() {
+            self.actions.push(Action::UpdateAutoScalingGroup(update));
             return StepReport::new(
                 StepState::Progressing,
-                "Scaling",
-                format!(
-                    "resizing Auto Scaling group {} to min {} / max {} / desired {}",
-                    g.name, w.min_size, w.max_size, w.desired_capacity
-                ),
+                "Updating",
+                format!("updating Auto Scaling group {}: {}", g.name, changes.join(", ")),
             );
         }
-        if active < w.desired_capacity {
-            return StepReport::new(
-                StepState::Progressing,
-                "WaitingForContainerInstances",
-                format!(
-                    "{active} of {} container instances registered in cluster {} ({} instances in the Auto Scaling group)",
-                    w.desired_capacity,
-                    d.cluster_name,
-                    g.instances.len()
+
+        // 3. Instances on older launch data are replaced per the rollout strategy.
+        let in_group: Vec<&_> = g.instances.iter().filter(|i| !is_leaving(&i.lifecycle_state)).collect();
+        let current: Vec<&&_> = in_group.iter().filter(|i| instance_runs(i, &launch)).collect();
+        let outdated = in_group.len() - current.len();
+        self.workers.instances_up_to_date = Some(current.len() as i32);
+        let group_ids: BTreeSet<&str> = g.instances.iter().map(|i| i.id.as_str()).collect();
+        let registered = self
+            .active_instances()
+            .into_iter()
+            .filter(|ci| group_ids.contains(ci.ec2_instance_id.as_str()))
+            .count() as i32;
+        if outdated > 0 && w.rollout == RolloutStrategy::InstanceRefresh {
+            let Some(refreshes) = &o.instance_refreshes else {
+                self.needs.insert(Need::InstanceRefreshes);
+                return StepReport::new(StepState::Progressing, "Checking", "looking at instance refreshes");
+            };
+            let progress = format!("{} of {} instances run the current launch data", current.len(), in_group.len());
+            return match refreshes.first() {
+                Some(r) if r.in_progress() => StepReport::new(
+                    StepState::Progressing,
+                    "Refreshing",
+                    format!(
+                        "instance refresh {} is {} ({}% complete); {progress}",
+                        r.id,
+                        r.status,
+                        r.percentage_complete.unwrap_or_default()
+                    ),
                 ),
-            );
+                last => {
+                    self.actions.push(Action::StartInstanceRefresh {
+                        name: g.name.clone(),
+                        min_healthy_percentage: w.min_healthy_percentage,
+                    });
+                    let previous = match last {
+                        Some(r) if r.status == "Failed" || r.status == "Cancelled" => format!(
+                            "; the previous refresh {}: {}",
+                            r.status.to_lowercase(),
+                            r.status_reason.as_deref().unwrap_or("no reason given")
+                        ),
+                        _ => String::new(),
+                    };
+                    StepReport::new(
+                        StepState::Progressing,
+                        "Refreshing",
+                        format!("starting an instance refresh of {}: {progress}{previous}", g.name),
+                    )
+                }
+            };
         }
-        StepReport::new(StepState::Ready, "InstancesRegistered", format!("{active} container instances registered"))
+        if registered < w.desired_capacity {
+            let mut message = format!(
+                "{registered} of {} container instances registered in cluster {} ({} instances in Auto Scaling group {})",
+                w.desired_capacity,
+                d.cluster_name,
+                in_group.len(),
+                g.name
+            );
+            // Say why, when AWS says it: the newest failed scaling activity.
+            match &o.scaling_activities {
+                None => {
+                    self.needs.insert(Need::ScalingActivities);
+                }
+                Some(activities) => {
+                    if let Some(a) = activities.iter().find(|a| a.status_code == "Failed" || a.status_code == "Cancelled") {
+                        message.push_str(&format!(
+                            "; the newest scaling activity failed: {}",
+                            a.status_message.as_deref().or(a.description.as_deref()).unwrap_or("no reason given")
+                        ));
+                    }
+                }
+            }
+            return StepReport::new(StepState::Progressing, "WaitingForContainerInstances", message);
+        }
+        let note = if outdated > 0 {
+            format!("; {outdated} instances run older launch data (rollout.strategy is None)")
+        } else {
+            String::new()
+        };
+        StepReport::new(
+            StepState::Ready,
+            "InstancesRegistered",
+            format!("{registered} container instances registered{note}"),
+        )
     }
 
     fn plan_task_definition(&mut self) -> StepReport {
         let d = self.desired;
         let o = self.observed;
-        let current = o.task_definition.as_ref().filter(|td| td.active && owned_by(&td.tags, &d.uid));
-        let current_digest = current.and_then(|td| td.tags.get(tags::DIGEST));
-        if o.console_version.is_none() {
+        let latest = o.task_definition.as_ref().filter(|td| td.active && owned_by(&td.tags, &d.uid));
+        let Some(console_version) = &o.console_version else {
             self.needs.insert(Need::ConsoleVersion);
             return StepReport::new(StepState::Progressing, "Checking", "asking the Console for its version");
+        };
+        if let Some(td) = &o.task_definition
+            && !owned_by(&td.tags, &d.uid)
+            && td.active
+        {
+            return StepReport::new(
+                StepState::Failed,
+                "TaskDefinitionNotOwned",
+                format!(
+                    "task definition family {} has revisions not registered by this resource; choose another defender.taskName",
+                    td.family
+                ),
+            );
         }
-        // Ask the Console again only when something that shapes its output changed: our spec
-        // (generation), the Console's version, or the registered revision is not the one we recorded.
-        let fresh = match (&o.recorded.console_version, &o.console_version) {
-            (Some(recorded), Some(now)) => recorded == now,
-            _ => false,
-        } && o.recorded.observed_generation == Some(d.generation)
-            && current_digest.is_some()
-            && current_digest == o.recorded.task_definition_digest.as_ref();
-        if fresh && o.generated.is_none() {
-            let td = current.expect("fresh implies current");
+        if let Some(arn) = &o.recorded.task_definition_arn
+            && crate::aws::ecs::family_of(arn) == Some(d.task_family.as_str())
+            && latest.is_none_or(|td| &td.arn != arn)
+            && o.recorded.observed_generation == Some(d.generation)
+        {
+            self.note_drift(format!(
+                "task definition {} was deregistered outside the operator; registering the current one",
+                short_td(arn)
+            ));
+        }
+        // Current when the latest revision was registered from these inputs by this Console version.
+        let current = latest.filter(|td| {
+            td.tags.get(tags::INPUTS) == Some(&d.generator_inputs_hash)
+                && td.tags.get(tags::CONSOLE_VERSION) == Some(console_version)
+        });
+        if let Some(td) = current {
             return StepReport::new(
                 StepState::Ready,
                 "Registered",
@@ -458,22 +710,22 @@ impl Planner<'_> {
                 "asking the Console for the Defender task definition",
             );
         };
-        if current_digest == Some(&generated.digest) {
-            let td = current.expect("digest implies current");
+        let mut tags = d.tags.clone();
+        tags.insert(tags::DIGEST.into(), generated.digest.clone());
+        tags.insert(tags::CONSOLE_VERSION.into(), generated.console_version.clone());
+        tags.insert(tags::INPUTS.into(), d.generator_inputs_hash.clone());
+        if let Some(td) = latest
+            && td.tags.get(tags::DIGEST) == Some(&generated.digest)
+        {
+            // The Console generates exactly what is registered: no new revision, only the record.
+            self.actions.push(Action::TagTaskDefinition { arn: td.arn.clone(), tags });
             return StepReport::new(
                 StepState::Ready,
                 "Registered",
                 format!("task definition {}:{} is current", td.family, td.revision),
             );
         }
-        let mut tags = d.tags.clone();
-        tags.insert(tags::DIGEST.into(), generated.digest.clone());
-        tags.insert(tags::CONSOLE_VERSION.into(), generated.console_version.clone());
-        self.actions.push(Action::RegisterTaskDefinition {
-            family: d.task_family.clone(),
-            generated: generated.clone(),
-            tags,
-        });
+        self.actions.push(Action::RegisterTaskDefinition { family: d.task_family.clone(), generated: generated.clone(), tags });
         StepReport::new(
             StepState::Progressing,
             "Registering",
@@ -490,22 +742,21 @@ impl Planner<'_> {
         // The revision the service should run: the one being registered now, or the current one.
         let target: Option<String> =
             if self.registering() { None } else { o.task_definition.as_ref().map(|t| t.arn.clone()) };
-        match &o.service {
+        let recorded_here = o
+            .recorded
+            .service_arn
+            .as_deref()
+            .is_some_and(|a| a.rsplit('/').next() == Some(d.service_name.as_str()));
+        match o.service.as_ref().filter(|s| s.status != "INACTIVE") {
             None => {
+                if recorded_here {
+                    self.note_drift(format!(
+                        "service {} was deleted outside the operator; creating it again",
+                        d.service_name
+                    ));
+                }
                 self.push_create_service(target);
-                StepReport::new(
-                    StepState::Progressing,
-                    "Creating",
-                    format!("creating DAEMON service {}", d.service_name),
-                )
-            }
-            Some(s) if s.status == "INACTIVE" => {
-                self.push_create_service(target);
-                StepReport::new(
-                    StepState::Progressing,
-                    "Creating",
-                    format!("creating DAEMON service {}", d.service_name),
-                )
+                StepReport::new(StepState::Progressing, "Creating", format!("creating DAEMON service {}", d.service_name))
             }
             Some(s) if s.status == "DRAINING" => StepReport::new(
                 StepState::Progressing,
@@ -530,6 +781,18 @@ impl Planner<'_> {
             ),
             Some(s) => {
                 if target.as_deref() != Some(s.task_definition.as_str()) {
+                    // Not ours to choose: the service was pointed elsewhere while the revision stayed.
+                    if !self.registering()
+                        && o.recorded.task_definition_arn.as_deref() == target.as_deref()
+                        && o.recorded.observed_generation == Some(d.generation)
+                    {
+                        self.note_drift(format!(
+                            "service {} was changed to run {} outside the operator; putting back {}",
+                            s.name,
+                            short_td(&s.task_definition),
+                            target.as_deref().map(short_td).unwrap_or_default()
+                        ));
+                    }
                     self.actions.push(Action::UpdateService {
                         cluster: d.cluster_name.clone(),
                         name: s.name.clone(),
@@ -542,12 +805,7 @@ impl Planner<'_> {
                     );
                 }
                 let active = self.active_instances();
-                let on_current: BTreeSet<&str> = o
-                    .tasks
-                    .iter()
-                    .filter(|t| t.last_status == "RUNNING" && t.task_definition_arn == s.task_definition)
-                    .filter_map(|t| t.container_instance_arn.as_deref())
-                    .collect();
+                let on_current = running_on(o, &s.task_definition);
                 let missing: Vec<&str> = active
                     .iter()
                     .filter(|ci| !on_current.contains(ci.arn.as_str()))
@@ -561,23 +819,33 @@ impl Planner<'_> {
                     );
                 }
                 if missing.is_empty() {
-                    StepReport::new(
+                    return StepReport::new(
                         StepState::Ready,
                         "AllInstancesRunning",
                         format!("all {} container instances run {}", active.len(), short_td(&s.task_definition)),
-                    )
-                } else {
-                    StepReport::new(
-                        StepState::Progressing,
-                        "Rolling",
-                        format!(
-                            "{} of {} instances run the current Defender task; waiting for: {}",
-                            active.len() - missing.len(),
-                            active.len(),
-                            list(&missing)
-                        ),
-                    )
+                    );
                 }
+                let mut message = format!(
+                    "{} of {} instances run the current Defender task; waiting for: {}",
+                    active.len() - missing.len(),
+                    active.len(),
+                    list(&missing)
+                );
+                // Say why, when ECS says it: a placement failure, or why a Defender task stopped.
+                if let Some(event) = s.events.iter().find(|e| e.contains("unable to place")) {
+                    message.push_str(&format!("; ECS: {event}"));
+                }
+                match &o.stopped_tasks {
+                    None => {
+                        self.needs.insert(Need::StoppedTasks);
+                    }
+                    Some(stopped) => {
+                        if let Some(reason) = stopped.iter().find_map(|t| t.stopped_reason.as_deref()) {
+                            message.push_str(&format!("; a Defender task stopped: {reason}"));
+                        }
+                    }
+                }
+                StepReport::new(StepState::Progressing, "Rolling", message)
             }
         }
     }
@@ -625,6 +893,175 @@ impl Planner<'_> {
             )
         }
     }
+
+    /// Removes what the spec no longer names, in teardown order: services first; task-definition
+    /// families once no service of ours runs them; Auto Scaling groups once the current workers
+    /// are ready (or workers are no longer managed); launch templates and configurations once no
+    /// group of ours launches from them. Returns what it still waits for.
+    fn plan_stale(&mut self, steps: &Steps) -> Option<String> {
+        let d = self.desired;
+        let o = self.observed;
+        let names = stale_names(d, &o.recorded.owned, self.workers.launch_configuration_name.as_deref());
+        if names.is_empty() {
+            return None;
+        }
+        let Some(stale) = &o.stale else {
+            self.needs.insert(Need::Stale);
+            return Some("looking for what the spec no longer names".into());
+        };
+        let mut waiting = vec![];
+        let mut remove = vec![];
+        for s in stale.services.iter().filter(|s| owned_by(&s.tags, &d.uid)) {
+            match s.status.as_str() {
+                "ACTIVE" => remove.push(TeardownAction::DeleteService { cluster: d.cluster_name.clone(), name: s.name.clone() }),
+                "DRAINING" => waiting.push(format!("service {} to drain", s.name)),
+                _ => {}
+            }
+        }
+        let services_gone = stale.services.iter().all(|s| s.status == "INACTIVE" || !owned_by(&s.tags, &d.uid));
+        // The current service has left the stale families once it runs the current family.
+        let service_moved = o
+            .service
+            .as_ref()
+            .is_some_and(|s| crate::aws::ecs::family_of(&s.task_definition) == Some(d.task_family.as_str()))
+            && steps.service.ready();
+        if !stale.task_definitions.is_empty() {
+            if services_gone && service_moved {
+                remove.extend(
+                    stale
+                        .task_definitions
+                        .iter()
+                        .filter(|td| td.active && owned_by(&td.tags, &d.uid))
+                        .map(|td| TeardownAction::DeregisterTaskDefinition { arn: td.arn.clone() }),
+                );
+            } else {
+                waiting.push("the service to leave the old task-definition family".into());
+            }
+        }
+        let workers_settled = d.workers.is_none() || steps.workers.ready();
+        for g in stale.auto_scaling_groups.iter().filter(|g| owned_by(&g.tags, &d.uid)) {
+            if g.status.is_some() {
+                waiting.push(format!("Auto Scaling group {} to be deleted", g.name));
+            } else if workers_settled {
+                remove.push(TeardownAction::DeleteAutoScalingGroup { name: g.name.clone() });
+                waiting.push(format!("Auto Scaling group {} to be deleted", g.name));
+            } else {
+                waiting.push(format!("the new workers before deleting Auto Scaling group {}", g.name));
+            }
+        }
+        let groups_gone = stale.auto_scaling_groups.iter().all(|g| !owned_by(&g.tags, &d.uid));
+        let current = o.auto_scaling_group.as_ref();
+        for lt in stale.launch_templates.iter().filter(|lt| owned_by(&lt.tags, &d.uid)) {
+            let in_use = current.is_some_and(|g| g.launch_template_id.as_deref() == Some(lt.id.as_str()));
+            if groups_gone && !in_use {
+                remove.push(TeardownAction::DeleteLaunchTemplate { id: lt.id.clone(), name: lt.name.clone() });
+            } else {
+                waiting.push(format!("no group to launch from launch template {}", lt.name));
+            }
+        }
+        // Launch configurations cannot be tagged: the name we derived and recorded is the proof.
+        for lc in &stale.launch_configurations {
+            let in_use = current.is_some_and(|g| g.launch_configuration_name.as_deref() == Some(lc.name.as_str()));
+            let refreshed = current.is_some_and(|g| {
+                g.instances.iter().all(|i| i.launch_configuration_name.as_deref() != Some(lc.name.as_str()))
+            });
+            if groups_gone && !in_use && (refreshed || current.is_none()) {
+                remove.push(TeardownAction::DeleteLaunchConfiguration { name: lc.name.clone() });
+            } else {
+                waiting.push(format!("no instance to run launch configuration {}", lc.name));
+            }
+        }
+        self.actions.extend(remove.into_iter().map(Action::Remove));
+        if waiting.is_empty() { None } else { Some(format!("removing what the spec no longer names: waiting for {}", waiting.join(", "))) }
+    }
+
+    /// `status.owned` after this plan: what was recorded, plus the current names of what exists
+    /// or is being created, less what was found gone.
+    fn owned_after(&self) -> OwnedResources {
+        let d = self.desired;
+        let o = self.observed;
+        let mut owned = o.recorded.owned.clone();
+        let add = |list: &mut Vec<String>, name: &str| {
+            if !list.iter().any(|n| n == name) {
+                list.push(name.to_string());
+            }
+        };
+        for a in &self.actions {
+            match a {
+                Action::CreateLaunchTemplate(t) => add(&mut owned.launch_templates, &t.instance.name),
+                Action::CreateLaunchConfiguration(lc) => add(&mut owned.launch_configurations, &lc.name),
+                Action::CreateAutoScalingGroup(g) => add(&mut owned.auto_scaling_groups, &g.name),
+                Action::RegisterTaskDefinition { family, .. } => add(&mut owned.task_families, family),
+                Action::CreateService { name, .. } => add(&mut owned.services, name),
+                _ => {}
+            }
+        }
+        if o.service.as_ref().is_some_and(|s| owned_by(&s.tags, &d.uid) && s.status != "INACTIVE") {
+            add(&mut owned.services, &d.service_name);
+        }
+        if o.task_definition.as_ref().is_some_and(|td| owned_by(&td.tags, &d.uid)) {
+            add(&mut owned.task_families, &d.task_family);
+        }
+        if let Some(w) = &d.workers {
+            if o.auto_scaling_group.as_ref().is_some_and(|g| owned_by(&g.tags, &d.uid)) {
+                add(&mut owned.auto_scaling_groups, &w.asg_name);
+            }
+            if o.launch_template.as_ref().is_some_and(|lt| owned_by(&lt.tags, &d.uid)) {
+                add(&mut owned.launch_templates, &w.name);
+            }
+            if let (Some(Some(lc)), Some(name)) = (&o.launch_configuration, &self.workers.launch_configuration_name)
+                && &lc.name == name
+            {
+                add(&mut owned.launch_configurations, name);
+            }
+        }
+        if let Some(stale) = &o.stale {
+            let drop = |list: &mut Vec<String>, gone: &[String]| list.retain(|n| !gone.contains(n));
+            drop(&mut owned.services, &stale.gone_services);
+            drop(&mut owned.task_families, &stale.gone_task_families);
+            drop(&mut owned.auto_scaling_groups, &stale.gone_auto_scaling_groups);
+            drop(&mut owned.launch_templates, &stale.gone_launch_templates);
+            drop(&mut owned.launch_configurations, &stale.gone_launch_configurations);
+        }
+        owned
+    }
+}
+
+/// Lifecycle states of instances on their way out of a group.
+fn is_leaving(state: &str) -> bool {
+    state.starts_with("Terminat") || state.starts_with("Detach") || state == "Standby"
+}
+
+/// Whether the group is configured to launch from `launch`.
+fn group_launches(g: &AutoScalingGroup, launch: &LaunchSource) -> bool {
+    match launch {
+        LaunchSource::Template { name, version } => {
+            g.launch_template_name.as_deref() == Some(name.as_str())
+                && version.is_some()
+                && g.launch_template_version.as_deref() == version.map(|v| v.to_string()).as_deref()
+        }
+        LaunchSource::Configuration { name } => g.launch_configuration_name.as_deref() == Some(name.as_str()),
+    }
+}
+
+/// Whether an instance was launched from `launch`.
+fn instance_runs(i: &crate::aws::autoscaling::AsgInstance, launch: &LaunchSource) -> bool {
+    match launch {
+        LaunchSource::Template { version: Some(v), .. } => {
+            i.launch_template_version.as_deref() == Some(v.to_string().as_str())
+        }
+        LaunchSource::Template { version: None, .. } => false,
+        LaunchSource::Configuration { name } => i.launch_configuration_name.as_deref() == Some(name.as_str()),
+    }
+}
+
+/// Container instances running a RUNNING task of `task_definition`.
+fn running_on<'a>(o: &'a Observed, task_definition: &str) -> BTreeSet<&'a str> {
+    o.tasks
+        .iter()
+        .filter(|t| t.last_status == "RUNNING" && t.task_definition_arn == task_definition)
+        .filter_map(|t| t.container_instance_arn.as_deref())
+        .collect()
 }
 
 /// Connected Defenders among the active instances.
@@ -661,18 +1098,24 @@ fn list(items: &[&str]) -> String {
     if items.len() <= 5 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
 }
 
+
 #[cfg(test)]
 mod tests {
     //! One test per observed state of the world: the actions planned, the step reports, the needs.
     use super::*;
     use crate::{
-        aws::{autoscaling::AutoScalingGroup, ec2::LaunchTemplate, ecs::*},
+        aws::{
+            autoscaling::{AsgInstance, InstanceRefresh, ScalingActivity},
+            ec2::{LaunchTemplate, LaunchTemplateVersion},
+            ecs::*,
+        },
         fixtures,
         validate::validate,
     };
 
     const UID: &str = "uid-demo";
-    const TD_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/pc-defender:1";
+    const TD_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/demo-defender:1";
+    const VERSION: &str = "34.03.138";
 
     fn desired() -> Desired {
         validate(&fixtures::sample("demo")).unwrap()
@@ -705,25 +1148,37 @@ mod tests {
         }
     }
 
+    fn hash_of(d: &Desired) -> String {
+        launch_hash(d.workers.as_ref().unwrap(), "ami-0123456789abcdef0", &[])
+    }
+
     fn lt() -> LaunchTemplate {
-        LaunchTemplate {
-            id: "lt-1".into(),
-            name: "pc-worker-node".into(),
-            default_version: 1,
-            latest_version: 1,
-            tags: ours(),
-        }
+        LaunchTemplate { id: "lt-1".into(), name: "demo-workers".into(), default_version: 1, latest_version: 1, tags: ours() }
+    }
+
+    fn lt_version(number: i64, hash: &str) -> LaunchTemplateVersion {
+        LaunchTemplateVersion { number, description: Some(version_description(hash)) }
     }
 
     fn asg(instances: usize) -> AutoScalingGroup {
         AutoScalingGroup {
-            name: "pc-worker-autoscaling".into(),
+            name: "demo-workers".into(),
             arn: "arn:asg".into(),
             min_size: 1,
             max_size: 2,
             desired_capacity: 2,
-            instances: (0..instances).map(|i| (format!("i-{i}"), "InService".into())).collect(),
+            instances: (0..instances)
+                .map(|i| AsgInstance {
+                    id: format!("i-{i}"),
+                    lifecycle_state: "InService".into(),
+                    launch_template_version: Some("1".into()),
+                    launch_configuration_name: None,
+                })
+                .collect(),
+            subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
             launch_template_id: Some("lt-1".into()),
+            launch_template_name: Some("demo-workers".into()),
+            launch_template_version: Some("1".into()),
             launch_configuration_name: None,
             status: None,
             tags: ours(),
@@ -743,27 +1198,30 @@ mod tests {
     fn generated(version: &str) -> GeneratedTaskDefinition {
         crate::reconcile::observe::build_generated(
             serde_json::json!({"family": "x", "containerDefinitions": [{"name": "twistlock_defender", "image": format!("defender:{version}")}]}),
-            "pc-defender",
+            "demo-defender",
             version.into(),
         )
     }
 
-    fn task_definition(digest: &str) -> TaskDefinition {
+    fn task_definition(g: &GeneratedTaskDefinition) -> TaskDefinition {
         let mut tags = ours();
-        tags.insert(tags::DIGEST.into(), digest.into());
-        TaskDefinition { arn: TD_ARN.into(), family: "pc-defender".into(), revision: 1, active: true, tags }
+        tags.insert(tags::DIGEST.into(), g.digest.clone());
+        tags.insert(tags::CONSOLE_VERSION.into(), g.console_version.clone());
+        tags.insert(tags::INPUTS.into(), desired().generator_inputs_hash);
+        TaskDefinition { arn: TD_ARN.into(), family: "demo-defender".into(), revision: 1, active: true, tags }
     }
 
     fn service(td: &str) -> Service {
         Service {
-            arn: "arn:svc".into(),
-            name: "pc-defender".into(),
+            arn: "arn:aws:ecs:us-east-1:123456789012:service/demo/demo-defender".into(),
+            name: "demo-defender".into(),
             status: "ACTIVE".into(),
             task_definition: td.into(),
             daemon: true,
             desired: 2,
             running: 2,
             deployments: vec![],
+            events: vec![],
             tags: ours(),
         }
     }
@@ -775,6 +1233,7 @@ mod tests {
                 container_instance_arn: Some(format!("ci-{i}")),
                 task_definition_arn: td.into(),
                 last_status: "RUNNING".into(),
+                stopped_reason: None,
             })
             .collect()
     }
@@ -785,28 +1244,44 @@ mod tests {
                 hostname: format!("ip-{i}"),
                 connected: true,
                 cluster: "demo".into(),
-                version: "34.03.138".into(),
+                version: VERSION.into(),
                 cloud_metadata: crate::prisma::CloudMetadata { resource_id: format!("i-{i}") },
             })
             .collect()
     }
 
+    fn owned() -> OwnedResources {
+        OwnedResources {
+            services: vec!["demo-defender".into()],
+            task_families: vec!["demo-defender".into()],
+            auto_scaling_groups: vec!["demo-workers".into()],
+            launch_templates: vec!["demo-workers".into()],
+            launch_configurations: vec![],
+        }
+    }
+
     /// The world after a complete, converged deployment, as a reconcile right after it sees it.
     fn converged() -> Observed {
-        let g = generated("34.03.138");
+        let g = generated(VERSION);
         Observed {
             cluster: Some(cluster(ours())),
             launch_template: Some(lt()),
+            launch_template_default: Some(lt_version(1, &hash_of(&desired()))),
             auto_scaling_group: Some(asg(2)),
             container_instances: instances(2),
-            task_definition: Some(task_definition(&g.digest)),
+            task_definition: Some(task_definition(&g)),
             service: Some(service(TD_ARN)),
             tasks: tasks(2, TD_ARN),
-            console_version: Some("34.03.138".into()),
+            console_version: Some(VERSION.into()),
+            launch_inputs: Some(inputs()),
             recorded: Recorded {
                 observed_generation: Some(1),
-                console_version: Some("34.03.138".into()),
-                task_definition_digest: Some(g.digest),
+                cluster_arn: Some("arn:aws:ecs:us-east-1:123456789012:cluster/demo".into()),
+                service_arn: Some("arn:aws:ecs:us-east-1:123456789012:service/demo/demo-defender".into()),
+                auto_scaling_group_arn: Some("arn:asg".into()),
+                task_definition_arn: Some(TD_ARN.into()),
+                owned: owned(),
+                ready: true,
             },
             defenders: Some(defenders(2)),
             ..Default::default()
@@ -815,6 +1290,17 @@ mod tests {
 
     fn names(p: &Plan) -> Vec<&'static str> {
         p.actions.iter().map(Action::name).collect()
+    }
+
+    fn needs(p: &Plan) -> Vec<Need> {
+        p.needs.iter().copied().collect()
+    }
+
+    fn with_spec(f: impl FnOnce(&mut crate::crd::EcsDefenderDeploymentSpec)) -> Desired {
+        let mut edd = fixtures::sample("demo");
+        f(&mut edd.spec);
+        edd.metadata.generation = Some(2);
+        validate(&edd).unwrap()
     }
 
     #[test]
@@ -827,6 +1313,7 @@ mod tests {
         let Action::CreateCluster { name, tags } = &p.actions[0] else { unreachable!() };
         assert_eq!(name, "demo");
         assert_eq!(tags[tags::OWNER], UID);
+        assert!(p.drift.is_empty(), "a first creation is no drift");
     }
 
     #[test]
@@ -834,7 +1321,7 @@ mod tests {
         let o = Observed { cluster: Some(cluster(ours())), ..Default::default() };
         let p = plan(&desired(), &o);
         assert!(p.actions.is_empty());
-        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::LaunchInputs]);
+        assert_eq!(needs(&p), [Need::LaunchInputs]);
     }
 
     #[test]
@@ -845,12 +1332,16 @@ mod tests {
         let Action::CreateLaunchTemplate(lt) = &p.actions[0] else { unreachable!() };
         assert!(lt.instance.user_data.contains("ECS_CLUSTER=demo"));
         assert_eq!(lt.instance.image_id, "ami-0123456789abcdef0");
+        assert_eq!(lt.instance.associate_public_ip_address, None, "unset: not sent, the subnet decides");
+        assert_eq!(lt.description, version_description(&hash_of(&desired())));
         let Action::CreateAutoScalingGroup(g) = &p.actions[1] else { unreachable!() };
         assert_eq!(g.subnet_ids, ["subnet-a", "subnet-b"], "the default VPC's subnets");
         assert_eq!((g.min_size, g.max_size, g.desired_capacity), (1, 2, 2));
-        assert_eq!(g.launch, LaunchSource::Template { name: "pc-worker-node".into() });
+        assert_eq!(g.launch, LaunchSource::Template { name: "demo-workers".into(), version: Some(1) });
         // The same inputs give the same idempotency token.
         assert_eq!(plan(&desired(), &o).actions, p.actions);
+        assert_eq!(p.owned.launch_templates, ["demo-workers"]);
+        assert_eq!(p.owned.auto_scaling_groups, ["demo-workers"]);
     }
 
     #[test]
@@ -858,6 +1349,7 @@ mod tests {
         let o = Observed {
             cluster: Some(cluster(ours())),
             launch_template: Some(lt()),
+            launch_template_default: Some(lt_version(1, &hash_of(&desired()))),
             launch_inputs: Some(inputs()),
             ..Default::default()
         };
@@ -865,32 +1357,160 @@ mod tests {
     }
 
     #[test]
-    fn waits_for_container_instances_and_names_the_count() {
-        let o = Observed {
-            cluster: Some(cluster(ours())),
-            launch_template: Some(lt()),
-            auto_scaling_group: Some(asg(2)),
-            container_instances: instances(1),
-            ..Default::default()
-        };
+    fn waits_for_container_instances_and_says_why() {
+        let mut o = converged();
+        o.container_instances = instances(1);
+        o.task_definition = None;
+        o.service = None;
         let p = plan(&desired(), &o);
-        assert!(p.actions.is_empty() && p.needs.is_empty());
         assert_eq!(p.steps.workers.reason, "WaitingForContainerInstances");
         assert!(p.steps.workers.message.starts_with("1 of 2 container instances"), "{}", p.steps.workers.message);
-        assert_eq!(p.steps.task_definition.state, StepState::Blocked);
+        assert_eq!(needs(&p), [Need::ScalingActivities, Need::GeneratedTaskDefinition], "the Defender goes ahead once workers exist");
+        o.scaling_activities = Some(vec![ScalingActivity {
+            status_code: "Failed".into(),
+            status_message: Some("Invalid IAM Instance Profile name. Launching EC2 instance failed.".into()),
+            description: Some("Launching a new EC2 instance.  Status Reason: ...".into()),
+        }]);
+        let p = plan(&desired(), &o);
+        assert!(
+            p.steps.workers.message.ends_with("the newest scaling activity failed: Invalid IAM Instance Profile name. Launching EC2 instance failed."),
+            "{}",
+            p.steps.workers.message
+        );
     }
 
     #[test]
-    fn a_resized_group_is_updated() {
-        let mut edd = fixtures::sample("demo");
-        edd.spec.workers.as_mut().unwrap().auto_scaling_group.max_size = 3;
-        edd.spec.workers.as_mut().unwrap().auto_scaling_group.desired_capacity = 3;
-        let o = converged();
-        let p = plan(&validate(&edd).unwrap(), &o);
+    fn sizes_and_subnets_change_in_one_update() {
+        let d = with_spec(|s| {
+            let asg = &mut s.workers.as_mut().unwrap().auto_scaling_group;
+            asg.max_size = 3;
+            asg.desired_capacity = 3;
+            asg.subnet_ids = vec!["subnet-c".into()];
+        });
+        let mut o = converged();
+        o.launch_inputs.as_mut().unwrap().subnet_ids = vec!["subnet-c".into()];
+        let p = plan(&d, &o);
         assert_eq!(
             p.actions,
-            [Action::UpdateAutoScalingGroupSize { name: "pc-worker-autoscaling".into(), min: 1, max: 3, desired: 3 }]
+            [Action::UpdateAutoScalingGroup(AutoScalingGroupUpdate {
+                name: "demo-workers".into(),
+                sizes: Some((1, 3, 3)),
+                subnet_ids: Some(vec!["subnet-c".into()]),
+                launch: None,
+            })]
         );
+        assert!(p.drift.is_empty(), "a spec change is no drift");
+    }
+
+    #[test]
+    fn a_group_resized_outside_is_drift() {
+        let mut o = converged();
+        o.auto_scaling_group.as_mut().unwrap().desired_capacity = 1;
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["UpdateAutoScalingGroup"]);
+        assert_eq!(p.drift.len(), 1);
+        assert!(p.drift[0].contains("resized"), "{:?}", p.drift);
+    }
+
+    #[test]
+    fn new_launch_data_makes_a_version_points_the_group_and_refreshes() {
+        let d = with_spec(|s| s.workers.as_mut().unwrap().instance_type = "t3.large".into());
+        let o = converged();
+        let p = plan(&d, &o);
+        assert_eq!(needs(&p), [Need::LaunchTemplateVersions], "the default is not the wanted launch data");
+        let mut o = converged();
+        o.launch_template_versions = Some(vec![lt_version(1, &hash_of(&desired()))]);
+        let p = plan(&d, &o);
+        assert_eq!(
+            names(&p),
+            ["CreateLaunchTemplateVersion", "SetDefaultLaunchTemplateVersion", "UpdateAutoScalingGroup"]
+        );
+        let Action::UpdateAutoScalingGroup(u) = &p.actions[2] else { unreachable!() };
+        assert_eq!(u.launch, Some(LaunchSource::Template { name: "demo-workers".into(), version: None }));
+        assert_eq!(u.sizes, None);
+        // Next round: version 2 is the default and the group points at it; instances are on 1.
+        let new_hash = launch_hash(d.workers.as_ref().unwrap(), "ami-0123456789abcdef0", &[]);
+        let mut o = converged();
+        o.launch_template_default = Some(lt_version(2, &new_hash));
+        o.auto_scaling_group.as_mut().unwrap().launch_template_version = Some("2".into());
+        let p = plan(&d, &o);
+        assert_eq!(needs(&p), [Need::InstanceRefreshes]);
+        o.instance_refreshes = Some(vec![]);
+        let p = plan(&d, &o);
+        assert_eq!(
+            p.actions,
+            [Action::StartInstanceRefresh { name: "demo-workers".into(), min_healthy_percentage: 90 }]
+        );
+        assert_eq!(p.workers.instances_up_to_date, Some(0));
+        // While it runs: wait, and say how far it is.
+        o.instance_refreshes = Some(vec![InstanceRefresh {
+            id: "r-1".into(),
+            status: "InProgress".into(),
+            status_reason: None,
+            percentage_complete: Some(50),
+            instances_to_update: Some(1),
+        }]);
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.workers.reason, "Refreshing");
+        assert!(p.steps.workers.message.contains("50% complete"), "{}", p.steps.workers.message);
+        // The Defender is kept current meanwhile.
+        assert_eq!(p.steps.task_definition.state, StepState::Ready);
+        // Done: every instance on version 2.
+        for i in &mut o.auto_scaling_group.as_mut().unwrap().instances {
+            i.launch_template_version = Some("2".into());
+        }
+        o.instance_refreshes = None;
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty() && p.needs.is_empty(), "{:?} {:?}", p.actions, p.needs);
+        assert_eq!(p.workers.instances_up_to_date, Some(2));
+    }
+
+    #[test]
+    fn rollout_none_leaves_running_instances() {
+        let d = with_spec(|s| {
+            let w = s.workers.as_mut().unwrap();
+            w.instance_type = "t3.large".into();
+            w.rollout.strategy = RolloutStrategy::None;
+        });
+        let new_hash = launch_hash(d.workers.as_ref().unwrap(), "ami-0123456789abcdef0", &[]);
+        let mut o = converged();
+        o.launch_template_default = Some(lt_version(2, &new_hash));
+        o.auto_scaling_group.as_mut().unwrap().launch_template_version = Some("2".into());
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.steps.workers.state, StepState::Ready);
+        assert!(p.steps.workers.message.contains("2 instances run older launch data"));
+    }
+
+    #[test]
+    fn a_default_version_changed_outside_is_set_back() {
+        let mut o = converged();
+        o.launch_template_default = Some(lt_version(3, "someone-elses"));
+        o.launch_template_versions =
+            Some(vec![lt_version(1, &hash_of(&desired())), lt_version(3, "someone-elses")]);
+        let p = plan(&desired(), &o);
+        assert_eq!(
+            p.actions,
+            [Action::SetDefaultLaunchTemplateVersion { id: "lt-1".into(), name: "demo-workers".into(), version: Some(1) }]
+        );
+        assert_eq!(p.drift.len(), 1);
+    }
+
+    #[test]
+    fn a_launch_configuration_is_named_after_its_content_and_owner() {
+        let d = with_spec(|s| s.workers.as_mut().unwrap().kind = WorkerKind::LaunchConfiguration);
+        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(inputs()), ..Default::default() };
+        let p = plan(&d, &o);
+        assert_eq!(needs(&p), [Need::LaunchConfiguration]);
+        let o = Observed { launch_configuration: Some(None), ..o };
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["CreateLaunchConfiguration", "CreateAutoScalingGroup"]);
+        let Action::CreateLaunchConfiguration(lc) = &p.actions[0] else { unreachable!() };
+        let w = d.workers.as_ref().unwrap();
+        assert!(lc.name.starts_with(&format!("demo-workers-{}-", w.owner_hash)), "{}", lc.name);
+        assert_ne!(lc.name, "demo-workers", "never the bare name a person may have used");
+        assert_eq!(p.owned.launch_configurations, [lc.name.clone()]);
     }
 
     #[test]
@@ -900,14 +1520,14 @@ mod tests {
         o.service = None;
         o.tasks = vec![];
         o.console_version = None;
-        o.recorded = Recorded::default();
         o.defenders = None;
+        o.recorded = Recorded::default();
         let p = plan(&desired(), &o);
-        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::ConsoleVersion]);
-        o.console_version = Some("34.03.138".into());
+        assert_eq!(needs(&p), [Need::ConsoleVersion]);
+        o.console_version = Some(VERSION.into());
         let p = plan(&desired(), &o);
-        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
-        o.generated = Some(generated("34.03.138"));
+        assert_eq!(needs(&p), [Need::GeneratedTaskDefinition]);
+        o.generated = Some(generated(VERSION));
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["RegisterTaskDefinition", "CreateService"]);
         let Action::CreateService { task_definition, client_token, .. } = &p.actions[1] else { unreachable!() };
@@ -915,6 +1535,8 @@ mod tests {
         assert!(client_token.len() <= 36);
         let Action::RegisterTaskDefinition { tags, generated, .. } = &p.actions[0] else { unreachable!() };
         assert_eq!(tags[tags::DIGEST], generated.digest);
+        assert_eq!(tags[tags::INPUTS], desired().generator_inputs_hash);
+        assert_eq!(tags[tags::CONSOLE_VERSION], VERSION);
     }
 
     #[test]
@@ -925,6 +1547,8 @@ mod tests {
         for (kind, step) in p.steps.all() {
             assert_eq!(step.state, StepState::Ready, "{kind}: {step:?}");
         }
+        assert!(p.drift.is_empty() && p.removing.is_none());
+        assert_eq!(p.owned, owned());
     }
 
     #[test]
@@ -932,7 +1556,7 @@ mod tests {
         let mut o = converged();
         o.defenders = None;
         let p = plan(&desired(), &o);
-        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::Defenders]);
+        assert_eq!(needs(&p), [Need::Defenders]);
         o.defenders = Some(defenders(1));
         let p = plan(&desired(), &o);
         assert_eq!(p.steps.defenders.message, "1 of 2 instances have a connected Defender; missing: i-1");
@@ -943,20 +1567,32 @@ mod tests {
         let mut o = converged();
         o.console_version = Some("34.04.001".into());
         let p = plan(&desired(), &o);
-        assert_eq!(p.needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
+        assert_eq!(needs(&p), [Need::GeneratedTaskDefinition]);
         o.generated = Some(generated("34.04.001"));
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"]);
-        // The same Console output as registered: nothing to do.
-        o.generated = Some(generated("34.03.138"));
-        assert!(plan(&desired(), &o).actions.is_empty());
     }
 
     #[test]
-    fn a_spec_change_regenerates() {
+    fn the_same_output_from_a_new_console_only_retags() {
         let mut o = converged();
-        o.recorded.observed_generation = Some(0);
-        assert_eq!(plan(&desired(), &o).needs.iter().copied().collect::<Vec<_>>(), [Need::GeneratedTaskDefinition]);
+        o.console_version = Some("34.04.001".into());
+        let mut g = generated(VERSION);
+        g.console_version = "34.04.001".into();
+        o.generated = Some(g);
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["TagTaskDefinition"], "no new revision for the same definition");
+        let Action::TagTaskDefinition { tags, .. } = &p.actions[0] else { unreachable!() };
+        assert_eq!(tags[tags::CONSOLE_VERSION], "34.04.001");
+    }
+
+    #[test]
+    fn a_spec_change_regenerates_whatever_status_says() {
+        let d = with_spec(|s| s.defender.options.privileged = Some(false));
+        let mut o = converged();
+        // Status bookkeeping says this generation was seen: irrelevant, AWS's tags decide.
+        o.recorded.observed_generation = Some(2);
+        assert_eq!(needs(&plan(&d, &o)), [Need::GeneratedTaskDefinition]);
     }
 
     #[test]
@@ -968,16 +1604,46 @@ mod tests {
             p.actions,
             [Action::UpdateService {
                 cluster: "demo".into(),
-                name: "pc-defender".into(),
+                name: "demo-defender".into(),
                 task_definition: Some(TD_ARN.into())
             }]
         );
+        assert_eq!(p.drift.len(), 1, "the service was pointed elsewhere: drift");
         let mut o = converged();
         o.tasks = tasks(1, TD_ARN);
         let p = plan(&desired(), &o);
         assert!(p.actions.is_empty());
         assert_eq!(p.steps.service.reason, "Rolling");
         assert!(p.steps.service.message.contains("waiting for: i-1"), "{}", p.steps.service.message);
+        assert_eq!(needs(&p), [Need::StoppedTasks]);
+    }
+
+    #[test]
+    fn a_defender_that_cannot_start_is_explained() {
+        let mut o = converged();
+        o.tasks = tasks(1, TD_ARN);
+        o.service.as_mut().unwrap().events = vec![
+            "(service demo-defender) was unable to place a task because no container instance met all of its requirements.".into(),
+        ];
+        o.stopped_tasks = Some(vec![Task {
+            arn: "t".into(),
+            container_instance_arn: None,
+            task_definition_arn: TD_ARN.into(),
+            last_status: "STOPPED".into(),
+            stopped_reason: Some("CannotPullContainerError: pull access denied".into()),
+        }]);
+        let m = plan(&desired(), &o).steps.service.message;
+        assert!(m.contains("unable to place a task"), "{m}");
+        assert!(m.contains("a Defender task stopped: CannotPullContainerError: pull access denied"), "{m}");
+    }
+
+    #[test]
+    fn a_deleted_service_is_recreated_as_drift() {
+        let mut o = converged();
+        o.service.as_mut().unwrap().status = "INACTIVE".into();
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["CreateService"]);
+        assert_eq!(p.drift.len(), 1);
     }
 
     #[test]
@@ -987,8 +1653,6 @@ mod tests {
         let p = plan(&desired(), &o);
         assert!(p.actions.is_empty());
         assert_eq!(p.steps.service.reason, "ServiceDraining");
-        o.service.as_mut().unwrap().status = "INACTIVE".into();
-        assert_eq!(names(&plan(&desired(), &o)), ["CreateService"]);
     }
 
     #[test]
@@ -1051,16 +1715,66 @@ mod tests {
     }
 
     #[test]
-    fn without_workers_the_existing_nodes_are_used() {
-        let mut edd = fixtures::sample("demo");
-        edd.spec.workers = None;
-        let d = validate(&edd).unwrap();
+    fn removed_workers_are_deleted_in_order() {
+        let d = with_spec(|s| s.workers = None);
         let mut o = converged();
         o.launch_template = None;
         o.auto_scaling_group = None;
         let p = plan(&d, &o);
-        assert!(p.actions.is_empty());
         assert_eq!(p.steps.workers.reason, "NotManaged");
-        assert!(p.steps.defenders.state == StepState::Ready);
+        assert_eq!(needs(&p), [Need::Stale]);
+        assert!(p.removing.is_some(), "not Ready while old workers remain");
+        o.stale = Some(Stale {
+            auto_scaling_groups: vec![asg(2)],
+            launch_templates: vec![lt()],
+            ..Default::default()
+        });
+        let p = plan(&d, &o);
+        assert_eq!(p.actions, [Action::Remove(TeardownAction::DeleteAutoScalingGroup { name: "demo-workers".into() })]);
+        // The group is gone: the template goes, and both leave status.owned.
+        o.stale = Some(Stale {
+            gone_auto_scaling_groups: vec!["demo-workers".into()],
+            launch_templates: vec![lt()],
+            ..Default::default()
+        });
+        let p = plan(&d, &o);
+        assert_eq!(
+            p.actions,
+            [Action::Remove(TeardownAction::DeleteLaunchTemplate { id: "lt-1".into(), name: "demo-workers".into() })]
+        );
+        assert!(p.owned.auto_scaling_groups.is_empty());
+        o.stale = Some(Stale { gone_launch_templates: vec!["demo-workers".into()], ..Default::default() });
+        o.recorded.owned.auto_scaling_groups.clear();
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty() && p.removing.is_none());
+        assert!(p.owned.launch_templates.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_service_replaces_the_old_one() {
+        let d = with_spec(|s| s.service.name = Some("renamed".into()));
+        let mut o = converged();
+        o.service = None;
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["CreateService"]);
+        assert_eq!(needs(&p), [Need::Stale]);
+        o.stale = Some(Stale { services: vec![service(TD_ARN)], ..Default::default() });
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["CreateService", "DeleteService"]);
+        assert!(p.owned.services.contains(&"renamed".to_string()));
+    }
+
+    #[test]
+    fn an_old_family_is_deregistered_once_the_service_left_it() {
+        let d = with_spec(|s| s.defender.task_name = Some("new-family".into()));
+        let mut old_td = converged().task_definition.unwrap();
+        old_td.family = "demo-defender".into();
+        let mut o = converged();
+        o.stale = Some(Stale { task_definitions: vec![old_td.clone()], ..Default::default() });
+        o.task_definition = None;
+        o.generated = Some(generated(VERSION));
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"], "old family kept while in use");
+        assert!(p.removing.is_some());
     }
 }

@@ -7,29 +7,31 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use std::time::Duration;
+
 use super::{
     apply::Applied,
     plan::{Observed, Plan, StepState, count_connected},
 };
-use crate::crd::EcsDefenderDeploymentStatus;
+use crate::{
+    aws::tags::{self, owned_by},
+    crd::{EcsDefenderDeploymentStatus, reasons as r},
+};
 
-/// Condition types.
-pub mod conditions {
-    pub const READY: &str = "Ready";
-    pub const RECONCILING: &str = "Reconciling";
-    pub const STALLED: &str = "Stalled";
-    pub const CLUSTER_READY: &str = "ClusterReady";
-    pub const WORKERS_READY: &str = "WorkersReady";
-    pub const TASK_DEFINITION_READY: &str = "TaskDefinitionReady";
-    pub const SERVICE_READY: &str = "ServiceReady";
-    pub const DEFENDERS_CONNECTED: &str = "DefendersConnected";
-}
-use conditions as c;
+use crate::crd::conditions as c;
 
 /// How a reconcile ended, as status needs to know it.
 pub enum Outcome<'a> {
     /// The pipeline ran (possibly stopped by a failed action).
-    Planned { uid: &'a str, observed: &'a Observed, plan: &'a Plan, applied: &'a Applied, suspended: bool },
+    Planned {
+        uid: &'a str,
+        observed: &'a Observed,
+        plan: &'a Plan,
+        applied: &'a Applied,
+        suspended: bool,
+        /// How long a wait may go without progress before it is `Stalled`.
+        progress_deadline: Duration,
+    },
     /// Stopped before planning by something the user must fix (bad spec, missing Secret, bad
     /// credentials): `Stalled`.
     Stalled { reason: &'static str, message: String },
@@ -53,15 +55,37 @@ pub fn build_status(
     }
     let mut conds = Conds { list: s.conditions.clone(), generation, now };
     match outcome {
-        Outcome::Planned { uid, observed, plan, applied, suspended } => {
-            record_ids(&mut s, uid, observed, applied);
+        Outcome::Planned { uid, observed, plan, applied, suspended, progress_deadline } => {
+            record_ids(&mut s, uid, observed, plan, applied);
             for (kind, step) in plan.steps.all() {
-                let status = step.state == StepState::Ready;
-                conds.set(kind, status, step.reason, &step.message);
+                conds.set(kind, step.state == StepState::Ready, step.reason, &step.message);
             }
-            let ready = plan.steps.all().iter().all(|(_, st)| st.state == StepState::Ready);
+            let steps_ready = plan.steps.all().iter().all(|(_, st)| st.state == StepState::Ready);
+            let ready = steps_ready && plan.removing.is_none();
             let failed_step = plan.steps.all().into_iter().find(|(_, st)| st.state == StepState::Failed);
-            let first_pending = plan.steps.all().into_iter().find(|(_, st)| st.state != StepState::Ready);
+            // What is awaited: the first step not ready, else the removal of what the spec no longer names.
+            let (pending_reason, pending_message) =
+                match plan.steps.all().into_iter().find(|(_, st)| st.state != StepState::Ready) {
+                    Some((_, step)) => (step.reason, step.message.clone()),
+                    None => ("Removing", plan.removing.clone().unwrap_or_default()),
+                };
+            // Progress: an AWS change made, or what is awaited changed since the last reconcile.
+            let waiting = applied.failed.is_none() && failed_step.is_none() && !ready && !suspended;
+            let previously_awaited = prev
+                .and_then(|p| p.conditions.iter().find(|cd| cd.type_ == c::RECONCILING && cd.status == "True"))
+                .map(|cd| cd.message.as_str());
+            s.last_progress_time = match prev.and_then(|p| p.last_progress_time.clone()) {
+                Some(t) if waiting && !applied.changed() && previously_awaited == Some(pending_message.as_str()) => {
+                    Some(t)
+                }
+                _ if waiting => Some(Time(now)),
+                _ => None,
+            };
+            let waited = s
+                .last_progress_time
+                .as_ref()
+                .map(|t| now.duration_since(t.0).unsigned_abs())
+                .unwrap_or_default();
             match (&applied.failed, failed_step) {
                 (Some((action, err)), _) => {
                     let message = format!("{action}: {err}");
@@ -75,26 +99,42 @@ pub fn build_status(
                     conds.set(c::RECONCILING, false, step.reason, "");
                     conds.set(c::STALLED, true, step.reason, &step.message);
                 }
+                // Suspended: Ready tells what is observed, so GitOps tools see the real health
+                // instead of waiting for a reconcile that will not come.
+                (None, None) if suspended => {
+                    let message = if ready {
+                        "spec.suspend is set; nothing is changed, and everything holds".to_string()
+                    } else {
+                        format!("spec.suspend is set; nothing is changed ({pending_message})")
+                    };
+                    conds.set(c::READY, ready, r::SUSPENDED, &message);
+                    conds.set(c::RECONCILING, false, r::SUSPENDED, "");
+                    conds.set(c::STALLED, false, r::SUSPENDED, "");
+                }
                 (None, None) if ready => {
                     let msg = format!(
                         "{} instances, {} Defenders connected",
                         s.container_instances.unwrap_or_default(),
                         s.defenders_connected.unwrap_or_default()
                     );
-                    conds.set(c::READY, true, "Ready", &msg);
-                    conds.set(c::RECONCILING, false, "Ready", "");
-                    conds.set(c::STALLED, false, "Ready", "");
+                    conds.set(c::READY, true, r::READY, &msg);
+                    conds.set(c::RECONCILING, false, r::READY, "");
+                    conds.set(c::STALLED, false, r::READY, "");
+                }
+                (None, None) if waited > progress_deadline => {
+                    let message = format!(
+                        "no progress for {} minutes (progress deadline {} minutes): {pending_message}",
+                        waited.as_secs() / 60,
+                        progress_deadline.as_secs() / 60
+                    );
+                    conds.set(c::READY, false, r::PROGRESS_DEADLINE_EXCEEDED, &message);
+                    conds.set(c::RECONCILING, false, r::PROGRESS_DEADLINE_EXCEEDED, "");
+                    conds.set(c::STALLED, true, r::PROGRESS_DEADLINE_EXCEEDED, &message);
                 }
                 (None, None) => {
-                    let (_, step) = first_pending.expect("not ready implies a pending step");
-                    let (reason, message) = if suspended {
-                        ("Suspended", format!("spec.suspend is set; nothing is changed ({})", step.message))
-                    } else {
-                        (step.reason, step.message.clone())
-                    };
-                    conds.set(c::READY, false, reason, &message);
-                    conds.set(c::RECONCILING, !suspended, reason, &message);
-                    conds.set(c::STALLED, false, reason, "");
+                    conds.set(c::READY, false, pending_reason, &pending_message);
+                    conds.set(c::RECONCILING, true, pending_reason, &pending_message);
+                    conds.set(c::STALLED, false, pending_reason, "");
                 }
             }
         }
@@ -109,67 +149,75 @@ pub fn build_status(
             conds.set(c::STALLED, false, reason, "");
         }
         Outcome::Deleting { message } => {
-            conds.set(c::READY, false, "Deleting", &message);
-            conds.set(c::RECONCILING, true, "Deleting", &message);
-            conds.set(c::STALLED, false, "Deleting", "");
+            conds.set(c::READY, false, r::DELETING, &message);
+            conds.set(c::RECONCILING, true, r::DELETING, &message);
+            conds.set(c::STALLED, false, r::DELETING, "");
         }
     }
     s.conditions = conds.list;
     s
 }
 
+/// Whether a status says a person must act.
+pub fn is_stalled(s: &EcsDefenderDeploymentStatus) -> bool {
+    s.conditions.iter().any(|cd| cd.type_ == c::STALLED && cd.status == "True")
+}
+
 /// Ids and counts: from what this reconcile created first, then from what it observed; an id
 /// already recorded is kept when nothing newer is known.
-fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &Applied) {
+fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, plan: &Plan, a: &Applied) {
     if let Some(arn) = a.cluster_arn.clone().or_else(|| o.cluster.as_ref().map(|c| c.arn.clone())) {
         s.cluster_arn = Some(arn);
     }
     // Only clusters we create carry our owner tag, so the tag proves who created it.
     if let Some(cl) = &o.cluster {
-        s.cluster_created =
-            Some(a.cluster_arn.is_some() || cl.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid));
+        s.cluster_created = Some(a.cluster_arn.is_some() || owned_by(&cl.tags, uid));
     } else if a.cluster_arn.is_some() {
         s.cluster_created = Some(true);
     }
-    if let Some(id) = a.launch_template_id.clone().or_else(|| o.launch_template.as_ref().map(|t| t.id.clone())) {
+    let w = &plan.workers;
+    if let Some(id) = a.launch_template_id.clone().or_else(|| w.launch_template_id.clone()) {
         s.launch_template_id = Some(id);
     }
-    if let Some(lt) = &o.launch_template {
-        s.launch_template_version = Some(lt.default_version);
+    if let Some(v) = a.launch_template_version.or(w.launch_template_version) {
+        s.launch_template_version = Some(v);
     } else if a.launch_template_id.is_some() {
         s.launch_template_version = Some(1);
     }
-    if let Some(lc) = &o.launch_configuration {
-        s.launch_configuration_name = Some(lc.name.clone());
+    if w.launch_configuration_name.is_some() {
+        s.launch_configuration_name = w.launch_configuration_name.clone();
     }
-    if let Some(g) = &o.auto_scaling_group {
+    if let Some(g) = o.auto_scaling_group.as_ref().filter(|g| owned_by(&g.tags, uid)) {
         s.auto_scaling_group_arn = Some(g.arn.clone());
     }
-    if let Some(inputs) = &o.launch_inputs
-        && let Ok(id) = &inputs.image_id
-    {
-        s.image_id = Some(id.clone());
+    if w.image_id.is_some() {
+        s.image_id = w.image_id.clone();
+    }
+    if w.instances_up_to_date.is_some() {
+        s.instances_up_to_date = w.instances_up_to_date;
     }
     match (&a.task_definition, &o.task_definition) {
         (Some((arn, digest)), _) => {
             s.task_definition_arn = Some(arn.clone());
             s.task_definition_digest = Some(digest.clone());
+            // Recorded only with what was registered, so a failed upgrade is never taken as done.
+            if let Some(g) = &o.generated {
+                s.console_version = Some(g.console_version.clone());
+                if g.image.is_some() {
+                    s.defender_image = g.image.clone();
+                }
+            }
         }
-        (None, Some(td)) if td.tags.get(crate::aws::tags::OWNER).is_some_and(|o| o == uid) => {
+        (None, Some(td)) if owned_by(&td.tags, uid) => {
             s.task_definition_arn = Some(td.arn.clone());
-            if let Some(d) = td.tags.get(crate::aws::tags::DIGEST) {
+            if let Some(d) = td.tags.get(tags::DIGEST) {
                 s.task_definition_digest = Some(d.clone());
+            }
+            if let Some(v) = td.tags.get(tags::CONSOLE_VERSION) {
+                s.console_version = Some(v.clone());
             }
         }
         _ => {}
-    }
-    // The Console version is recorded with the output it generated, so that equal versions mean
-    // the registered task definition is what this Console generates.
-    if let Some(g) = &o.generated {
-        s.console_version = Some(g.console_version.clone());
-        if g.image.is_some() {
-            s.defender_image = g.image.clone();
-        }
     }
     if let Some(arn) =
         a.service_arn.clone().or_else(|| o.service.as_ref().filter(|s| s.status != "INACTIVE").map(|s| s.arn.clone()))
@@ -189,6 +237,7 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, a: &
     if let Some(n) = count_connected(o) {
         s.defenders_connected = Some(n);
     }
+    s.owned = plan.owned.clone();
 }
 
 struct Conds {
@@ -248,6 +297,10 @@ mod tests {
                     if defenders == StepState::Ready { "AllConnected" } else { "WaitingForDefenders" },
                 ),
             },
+            drift: vec![],
+            workers: Default::default(),
+            owned: Default::default(),
+            removing: None,
         }
     }
 
@@ -262,7 +315,14 @@ mod tests {
             prev,
             1,
             Some("demo"),
-            Outcome::Planned { uid: "u", observed: &observed, plan, applied: &applied, suspended: false },
+            Outcome::Planned {
+                uid: "u",
+                observed: &observed,
+                plan,
+                applied: &applied,
+                suspended: false,
+                progress_deadline: Duration::from_secs(900),
+            },
             now,
         )
     }
@@ -333,5 +393,57 @@ mod tests {
         assert_eq!(cond(&s, c::STALLED).status, "False");
         assert_eq!(cond(&s, c::RECONCILING).status, "True");
         assert_eq!(cond(&s, c::STALLED).last_transition_time.0, t(5));
+    }
+
+    #[test]
+    fn a_wait_without_progress_stalls_after_the_deadline() {
+        let plan = plan_with(StepState::Progressing);
+        let first = build(None, &plan, t(0));
+        assert_eq!(first.last_progress_time.as_ref().map(|t| t.0), Some(t(0)));
+        let later = build(Some(&first), &plan, t(600));
+        assert_eq!(cond(&later, c::RECONCILING).status, "True", "within the deadline");
+        let overdue = build(Some(&later), &plan, t(901));
+        assert_eq!(cond(&overdue, c::STALLED).status, "True");
+        assert_eq!(cond(&overdue, c::STALLED).reason, "ProgressDeadlineExceeded");
+        assert!(cond(&overdue, c::STALLED).message.contains("WaitingForDefenders message"), "quotes the wait");
+        assert_eq!(cond(&overdue, c::RECONCILING).status, "False");
+        // Progress (what is awaited changes) starts the clock again.
+        let mut moved = plan_with(StepState::Progressing);
+        moved.steps.defenders.message = "1 of 2 instances have a connected Defender".into();
+        let s = build(Some(&later), &moved, t(901));
+        assert_eq!(cond(&s, c::RECONCILING).status, "True");
+        assert_eq!(s.last_progress_time.as_ref().map(|t| t.0), Some(t(901)));
+        // Ready clears it.
+        let ready = build(Some(&s), &plan_with(StepState::Ready), t(950));
+        assert_eq!(ready.last_progress_time, None);
+    }
+
+    #[test]
+    fn suspended_reports_the_observed_health() {
+        let build_suspended = |prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan| {
+            let observed = Observed::default();
+            let applied = Applied::default();
+            build_status(
+                prev,
+                1,
+                Some("demo"),
+                Outcome::Planned {
+                    uid: "u",
+                    observed: &observed,
+                    plan,
+                    applied: &applied,
+                    suspended: true,
+                    progress_deadline: Duration::from_secs(900),
+                },
+                t(0),
+            )
+        };
+        let s = build_suspended(None, &plan_with(StepState::Ready));
+        assert_eq!((cond(&s, c::READY).status.as_str(), cond(&s, c::READY).reason.as_str()), ("True", "Suspended"));
+        assert_eq!(cond(&s, c::RECONCILING).status, "False");
+        assert_eq!(cond(&s, c::STALLED).status, "False");
+        let s = build_suspended(Some(&s), &plan_with(StepState::Progressing));
+        assert_eq!((cond(&s, c::READY).status.as_str(), cond(&s, c::READY).reason.as_str()), ("False", "Suspended"));
+        assert_eq!(s.last_progress_time, None, "a suspended resource waits for nothing");
     }
 }

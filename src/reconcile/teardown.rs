@@ -1,12 +1,14 @@
 //! Teardown when the resource is deleted: (IO) observe what this resource owns, (pure) plan the
 //! next step in reverse order of creation, (IO) carry it out. Each step waits, by requeue, until
-//! AWS has finished the previous one: service gone -> our task-definition revisions deregistered
-//! -> Auto Scaling group force-deleted and gone -> launch template or configuration -> cluster, if
-//! we created it and it holds nothing else.
+//! AWS has finished the previous one: services gone -> our task-definition revisions deregistered
+//! -> Auto Scaling groups force-deleted and gone -> launch templates and configurations ->
+//! cluster, if we created it and it holds nothing else.
 //!
-//! Needs no valid spec and no Console: names come from status (recorded ids) and, failing that,
-//! from the spec's fields as they are. Ownership is proven by our owner tag, so nothing we did
-//! not create is touched. "Already gone" is success.
+//! Needs no valid spec and no Console: names come from `status.owned` (everything created and not
+//! yet deleted, old names after a rename included) and from the names the spec derives as it is.
+//! Ownership is proven by our owner tag (launch configurations, which cannot be tagged, by the
+//! name we derived and recorded), so nothing we did not create is touched. "Already gone" is
+//! success.
 
 use crate::{
     aws::{
@@ -14,9 +16,10 @@ use crate::{
         autoscaling::{AutoScalingGroup, LaunchConfiguration},
         ec2::LaunchTemplate,
         ecs::{Cluster, Service, TaskDefinition},
-        tags,
+        tags::owned_by,
     },
     crd::{EcsDefenderDeployment, WorkerKind},
+    validate::{default_defender_name, default_worker_name},
 };
 
 /// The names teardown looks for.
@@ -24,11 +27,12 @@ use crate::{
 pub struct TeardownTargets {
     pub uid: String,
     pub cluster: String,
-    pub service: String,
-    pub task_family: String,
-    pub asg: Option<String>,
-    pub launch_template: Option<String>,
-    pub launch_configuration: Option<String>,
+    pub services: Vec<String>,
+    pub task_families: Vec<String>,
+    pub auto_scaling_groups: Vec<String>,
+    pub launch_templates: Vec<String>,
+    /// Only names we recorded: a launch configuration cannot carry our tag.
+    pub launch_configurations: Vec<String>,
     /// Workers were managed: container instances left in the cluster are ours, still deregistering.
     pub managed_workers: bool,
 }
@@ -40,38 +44,52 @@ impl TeardownTargets {
         let name = edd.metadata.name.clone().unwrap_or_default();
         let cluster =
             status.cluster_name.clone().or_else(|| spec.cluster.name.clone().filter(|n| !n.is_empty())).unwrap_or(name);
-        let service = status
-            .service_arn
-            .as_deref()
-            .and_then(|a| a.rsplit('/').next())
-            .map(str::to_string)
-            .unwrap_or_else(|| spec.service.name.clone());
-        let task_family = status
-            .task_definition_arn
-            .as_deref()
-            .and_then(crate::aws::ecs::family_of)
-            .map(str::to_string)
-            .unwrap_or_else(|| spec.defender.task_name.clone());
+        let mut owned = status.owned.clone();
+        let add = |list: &mut Vec<String>, n: Option<String>| {
+            if let Some(n) = n.filter(|n| !n.is_empty())
+                && !list.contains(&n)
+            {
+                list.push(n);
+            }
+        };
+        // The names the spec derives, in case a create was interrupted before status recorded it.
+        add(&mut owned.services, Some(spec.service.name.clone().unwrap_or_else(|| default_defender_name(&cluster))));
+        add(&mut owned.services, status.service_arn.as_deref().and_then(|a| a.rsplit('/').next()).map(String::from));
+        add(
+            &mut owned.task_families,
+            Some(spec.defender.task_name.clone().unwrap_or_else(|| default_defender_name(&cluster))),
+        );
+        add(
+            &mut owned.task_families,
+            status.task_definition_arn.as_deref().and_then(crate::aws::ecs::family_of).map(String::from),
+        );
         let w = spec.workers.as_ref();
-        let asg = status
-            .auto_scaling_group_arn
-            .as_deref()
-            .and_then(|a| a.rsplit_once("autoScalingGroupName/").map(|(_, n)| n.to_string()))
-            .or_else(|| w.map(|w| w.auto_scaling_group.name.clone()));
-        let launch_template = w.filter(|w| w.kind == WorkerKind::LaunchTemplate).map(|w| w.name.clone());
-        let launch_configuration = status
-            .launch_configuration_name
-            .clone()
-            .or_else(|| w.filter(|w| w.kind == WorkerKind::LaunchConfiguration).map(|w| w.name.clone()));
+        if let Some(w) = w {
+            add(
+                &mut owned.auto_scaling_groups,
+                Some(w.auto_scaling_group.name.clone().unwrap_or_else(|| default_worker_name(&cluster))),
+            );
+            if w.kind == WorkerKind::LaunchTemplate {
+                add(&mut owned.launch_templates, Some(w.name.clone().unwrap_or_else(|| default_worker_name(&cluster))));
+            }
+        }
+        add(
+            &mut owned.auto_scaling_groups,
+            status
+                .auto_scaling_group_arn
+                .as_deref()
+                .and_then(|a| a.rsplit_once("autoScalingGroupName/").map(|(_, n)| n.to_string())),
+        );
+        add(&mut owned.launch_configurations, status.launch_configuration_name.clone());
         Self {
             uid: edd.metadata.uid.clone().unwrap_or_default(),
             cluster,
-            service,
-            task_family,
-            asg,
-            launch_template,
-            launch_configuration,
-            managed_workers: w.is_some() || status.auto_scaling_group_arn.is_some(),
+            managed_workers: w.is_some() || !owned.auto_scaling_groups.is_empty(),
+            services: owned.services,
+            task_families: owned.task_families,
+            auto_scaling_groups: owned.auto_scaling_groups,
+            launch_templates: owned.launch_templates,
+            launch_configurations: owned.launch_configurations,
         }
     }
 }
@@ -79,13 +97,12 @@ impl TeardownTargets {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TeardownObserved {
     pub cluster: Option<Cluster>,
-    pub service: Option<Service>,
+    pub services: Vec<Service>,
     pub task_definitions: Vec<TaskDefinition>,
-    pub auto_scaling_group: Option<AutoScalingGroup>,
-    pub launch_template: Option<LaunchTemplate>,
-    pub launch_configuration: Option<LaunchConfiguration>,
-    /// Recorded in status: we created the launch configuration (they carry no tags).
-    pub launch_configuration_recorded: bool,
+    pub auto_scaling_groups: Vec<AutoScalingGroup>,
+    pub launch_templates: Vec<LaunchTemplate>,
+    /// Recorded by name in status: ours.
+    pub launch_configurations: Vec<LaunchConfiguration>,
     pub cluster_created_recorded: bool,
 }
 
@@ -125,69 +142,64 @@ impl TeardownPlan {
     }
 }
 
-fn owned(t: &crate::aws::Tags, uid: &str) -> bool {
-    t.get(tags::OWNER).is_some_and(|o| o == uid)
-}
-
 /// (pure) The next teardown step.
 pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan {
-    let act = |a: TeardownAction, why: String| TeardownPlan { actions: vec![a], waiting: Some(why) };
-    // 1. The service: delete, then wait until ECS has drained it.
-    if let Some(s) = o.service.as_ref().filter(|s| owned(&s.tags, &t.uid)) {
-        match s.status.as_str() {
-            "ACTIVE" => {
-                return act(
-                    TeardownAction::DeleteService { cluster: t.cluster.clone(), name: s.name.clone() },
-                    format!("deleting service {}", s.name),
-                );
-            }
-            "DRAINING" => {
-                return TeardownPlan { actions: vec![], waiting: Some(format!("service {} is draining", s.name)) };
-            }
-            _ => {}
-        }
+    let step = |actions: Vec<TeardownAction>, waiting: Vec<String>| TeardownPlan {
+        actions,
+        waiting: Some(waiting.join(", ")),
+    };
+    // 1. The services: delete, then wait until ECS has drained them.
+    let services: Vec<&Service> = o.services.iter().filter(|s| owned_by(&s.tags, &t.uid)).collect();
+    let delete: Vec<TeardownAction> = services
+        .iter()
+        .filter(|s| s.status == "ACTIVE")
+        .map(|s| TeardownAction::DeleteService { cluster: t.cluster.clone(), name: s.name.clone() })
+        .collect();
+    let draining: Vec<String> =
+        services.iter().filter(|s| s.status != "INACTIVE").map(|s| format!("service {} to drain", s.name)).collect();
+    if !draining.is_empty() {
+        return step(delete, draining);
     }
     // 2. Our task-definition revisions.
     let revisions: Vec<TeardownAction> = o
         .task_definitions
         .iter()
-        .filter(|td| td.active && owned(&td.tags, &t.uid))
+        .filter(|td| td.active && owned_by(&td.tags, &t.uid))
         .map(|td| TeardownAction::DeregisterTaskDefinition { arn: td.arn.clone() })
         .collect();
     if !revisions.is_empty() {
-        return TeardownPlan { actions: revisions, waiting: Some("deregistering task definitions".into()) };
+        return step(revisions, vec!["task definitions to be deregistered".into()]);
     }
-    // 3. The Auto Scaling group, force-deleted (its instances terminate), then gone.
-    if let Some(g) = o.auto_scaling_group.as_ref().filter(|g| owned(&g.tags, &t.uid)) {
-        if g.status.is_none() {
-            return act(
-                TeardownAction::DeleteAutoScalingGroup { name: g.name.clone() },
-                format!("deleting Auto Scaling group {}", g.name),
-            );
-        }
-        return TeardownPlan {
-            actions: vec![],
-            waiting: Some(format!(
-                "Auto Scaling group {} is being deleted ({} instances left)",
-                g.name,
-                g.instances.len()
-            )),
-        };
+    // 3. The Auto Scaling groups, force-deleted (their instances terminate), then gone.
+    let groups: Vec<&AutoScalingGroup> = o.auto_scaling_groups.iter().filter(|g| owned_by(&g.tags, &t.uid)).collect();
+    if !groups.is_empty() {
+        let delete = groups
+            .iter()
+            .filter(|g| g.status.is_none())
+            .map(|g| TeardownAction::DeleteAutoScalingGroup { name: g.name.clone() })
+            .collect();
+        let waiting = groups
+            .iter()
+            .map(|g| format!("Auto Scaling group {} to be deleted ({} instances left)", g.name, g.instances.len()))
+            .collect();
+        return step(delete, waiting);
     }
-    // 4. What it launched from.
-    let mut launch = vec![];
-    if let Some(lt) = o.launch_template.as_ref().filter(|lt| owned(&lt.tags, &t.uid)) {
-        launch.push(TeardownAction::DeleteLaunchTemplate { id: lt.id.clone(), name: lt.name.clone() });
-    }
-    if let Some(lc) = o.launch_configuration.as_ref().filter(|_| o.launch_configuration_recorded) {
-        launch.push(TeardownAction::DeleteLaunchConfiguration { name: lc.name.clone() });
-    }
+    // 4. What they launched from.
+    let mut launch: Vec<TeardownAction> = o
+        .launch_templates
+        .iter()
+        .filter(|lt| owned_by(&lt.tags, &t.uid))
+        .map(|lt| TeardownAction::DeleteLaunchTemplate { id: lt.id.clone(), name: lt.name.clone() })
+        .collect();
+    launch.extend(
+        o.launch_configurations.iter().map(|lc| TeardownAction::DeleteLaunchConfiguration { name: lc.name.clone() }),
+    );
     if !launch.is_empty() {
-        return TeardownPlan { actions: launch, waiting: Some("deleting the launch template or configuration".into()) };
+        return step(launch, vec!["the launch templates and configurations to be deleted".into()]);
     }
     // 5. The cluster, only if we created it and it holds nothing else.
     if let Some(c) = &o.cluster
-        && (owned(&c.tags, &t.uid) || o.cluster_created_recorded)
+        && (owned_by(&c.tags, &t.uid) || o.cluster_created_recorded)
     {
         if c.active_services > 0 || c.running_tasks + c.pending_tasks > 0 && !t.managed_workers {
             // Someone else's services or tasks live there: leave the cluster.
@@ -195,17 +207,17 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
         }
         if c.registered_container_instances > 0 {
             if t.managed_workers {
-                return TeardownPlan {
-                    actions: vec![],
-                    waiting: Some(format!(
-                        "{} container instances are still registered in cluster {}",
+                return step(
+                    vec![],
+                    vec![format!(
+                        "{} container instances still registered in cluster {} to leave",
                         c.registered_container_instances, c.name
-                    )),
-                };
+                    )],
+                );
             }
             return TeardownPlan { actions: vec![], waiting: None };
         }
-        return act(TeardownAction::DeleteCluster { name: c.name.clone() }, format!("deleting cluster {}", c.name));
+        return step(vec![TeardownAction::DeleteCluster { name: c.name.clone() }], vec![format!("cluster {}", c.name)]);
     }
     TeardownPlan { actions: vec![], waiting: None }
 }
@@ -217,32 +229,58 @@ pub async fn describe_owned(
     edd: &EcsDefenderDeployment,
 ) -> Result<TeardownObserved, AwsError> {
     let status = edd.status.clone().unwrap_or_default();
-    let mut o = TeardownObserved {
-        launch_configuration_recorded: status.launch_configuration_name.is_some(),
-        cluster_created_recorded: status.cluster_created == Some(true),
-        ..Default::default()
-    };
+    let mut o = TeardownObserved { cluster_created_recorded: status.cluster_created == Some(true), ..Default::default() };
     o.cluster = aws.describe_cluster(&t.cluster).await?;
     if o.cluster.is_some() {
-        o.service = aws.describe_service(&t.cluster, &t.service).await?;
-    }
-    if o.service.as_ref().is_none_or(|s| s.status == "INACTIVE") {
-        for arn in aws.list_task_definitions(&t.task_family).await? {
-            if let Some(td) = aws.describe_task_definition(&arn).await? {
-                o.task_definitions.push(td);
+        for name in &t.services {
+            if let Some(s) = aws.describe_service(&t.cluster, name).await? {
+                o.services.push(s);
             }
         }
     }
-    if let Some(name) = &t.asg {
-        o.auto_scaling_group = aws.describe_auto_scaling_group(name).await?;
+    if o.services.iter().all(|s| s.status == "INACTIVE") {
+        for family in &t.task_families {
+            for arn in aws.list_task_definitions(family).await? {
+                if let Some(td) = aws.describe_task_definition(&arn).await? {
+                    o.task_definitions.push(td);
+                }
+            }
+        }
     }
-    if let Some(name) = &t.launch_template {
-        o.launch_template = aws.describe_launch_template(name).await?;
+    for name in &t.auto_scaling_groups {
+        o.auto_scaling_groups.extend(aws.describe_auto_scaling_group(name).await?);
     }
-    if let Some(name) = &t.launch_configuration {
-        o.launch_configuration = aws.describe_launch_configuration(name).await?;
+    for name in &t.launch_templates {
+        o.launch_templates.extend(aws.describe_launch_template(name).await?);
+    }
+    for name in &t.launch_configurations {
+        o.launch_configurations.extend(aws.describe_launch_configuration(name).await?);
     }
     Ok(o)
+}
+
+/// (IO) Carries out one teardown action; returns what it did.
+pub async fn execute_one(aws: &AwsClients, a: &TeardownAction) -> Result<String, AwsError> {
+    match a {
+        TeardownAction::DeleteService { cluster, name } => {
+            aws.delete_service(cluster, name).await.map(|_| format!("deleted service {name}"))
+        }
+        TeardownAction::DeregisterTaskDefinition { arn } => aws
+            .deregister_task_definition(arn)
+            .await
+            .map(|_| format!("deregistered task definition {}", arn.rsplit('/').next().unwrap_or(arn))),
+        TeardownAction::DeleteAutoScalingGroup { name } => aws
+            .delete_auto_scaling_group(name)
+            .await
+            .map(|_| format!("deleting Auto Scaling group {name} and its instances")),
+        TeardownAction::DeleteLaunchTemplate { id, name } => {
+            aws.delete_launch_template(id).await.map(|_| format!("deleted launch template {name}"))
+        }
+        TeardownAction::DeleteLaunchConfiguration { name } => {
+            aws.delete_launch_configuration(name).await.map(|_| format!("deleted launch configuration {name}"))
+        }
+        TeardownAction::DeleteCluster { name } => aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}")),
+    }
 }
 
 /// (IO) Carries out the step; returns what it did.
@@ -252,32 +290,90 @@ pub async fn execute(
 ) -> Result<Vec<(&'static str, String)>, (&'static str, AwsError)> {
     let mut done = vec![];
     for a in actions {
-        let r = match a {
-            TeardownAction::DeleteService { cluster, name } => {
-                aws.delete_service(cluster, name).await.map(|_| format!("deleted service {name}"))
-            }
-            TeardownAction::DeregisterTaskDefinition { arn } => aws
-                .deregister_task_definition(arn)
-                .await
-                .map(|_| format!("deregistered task definition {}", arn.rsplit('/').next().unwrap_or(arn))),
-            TeardownAction::DeleteAutoScalingGroup { name } => aws
-                .delete_auto_scaling_group(name)
-                .await
-                .map(|_| format!("deleting Auto Scaling group {name} and its instances")),
-            TeardownAction::DeleteLaunchTemplate { id, name } => {
-                aws.delete_launch_template(id).await.map(|_| format!("deleted launch template {name}"))
-            }
-            TeardownAction::DeleteLaunchConfiguration { name } => {
-                aws.delete_launch_configuration(name).await.map(|_| format!("deleted launch configuration {name}"))
-            }
-            TeardownAction::DeleteCluster { name } => {
-                aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}"))
-            }
-        };
-        match r {
+        match execute_one(aws, a).await {
             Ok(msg) => done.push((a.name(), msg)),
             Err(e) => return Err((a.name(), e)),
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{aws::Tags, crd::OwnedResources, fixtures};
+
+    fn ours() -> Tags {
+        [(crate::aws::tags::OWNER.to_string(), "uid-demo".to_string())].into()
+    }
+
+    fn group(name: &str, status: Option<&str>) -> AutoScalingGroup {
+        AutoScalingGroup {
+            name: name.into(),
+            arn: format!("arn:asg:{name}"),
+            min_size: 1,
+            max_size: 2,
+            desired_capacity: 2,
+            instances: vec![],
+            subnet_ids: vec![],
+            launch_template_id: None,
+            launch_template_name: None,
+            launch_template_version: None,
+            launch_configuration_name: None,
+            status: status.map(String::from),
+            tags: ours(),
+        }
+    }
+
+    #[test]
+    fn targets_include_old_names_from_status() {
+        let mut edd = fixtures::sample("demo");
+        edd.status = Some(crate::crd::EcsDefenderDeploymentStatus {
+            owned: OwnedResources {
+                services: vec!["old-svc".into()],
+                auto_scaling_groups: vec!["old-asg".into()],
+                launch_configurations: vec!["old-lc-1234abcd-00112233".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let t = TeardownTargets::of(&edd);
+        assert_eq!(t.services, ["old-svc", "demo-defender"]);
+        assert_eq!(t.auto_scaling_groups, ["old-asg", "demo-workers"]);
+        assert_eq!(t.launch_templates, ["demo-workers"]);
+        assert_eq!(t.launch_configurations, ["old-lc-1234abcd-00112233"], "only recorded configurations");
+    }
+
+    #[test]
+    fn every_group_goes_before_any_launch_template() {
+        let t = TeardownTargets::of(&fixtures::sample("demo"));
+        let o = TeardownObserved {
+            auto_scaling_groups: vec![group("a", None), group("b", Some("Delete in progress"))],
+            launch_templates: vec![LaunchTemplate {
+                id: "lt-1".into(),
+                name: "demo-workers".into(),
+                default_version: 1,
+                latest_version: 1,
+                tags: ours(),
+            }],
+            ..Default::default()
+        };
+        let p = plan_teardown(&t, &o);
+        assert_eq!(p.actions, [TeardownAction::DeleteAutoScalingGroup { name: "a".into() }]);
+        assert!(p.waiting.unwrap().contains("b to be deleted"));
+        let o = TeardownObserved { auto_scaling_groups: vec![], ..o };
+        assert_eq!(plan_teardown(&t, &o).actions, [TeardownAction::DeleteLaunchTemplate {
+            id: "lt-1".into(),
+            name: "demo-workers".into()
+        }]);
+    }
+
+    #[test]
+    fn untagged_things_are_left_alone() {
+        let t = TeardownTargets::of(&fixtures::sample("demo"));
+        let mut g = group("a", None);
+        g.tags = Tags::new();
+        let o = TeardownObserved { auto_scaling_groups: vec![g], ..Default::default() };
+        assert!(plan_teardown(&t, &o).done());
+    }
 }

@@ -83,10 +83,15 @@ Shared by the ClusterRole (all namespaces) and the Role (watchNamespace).
 - apiGroups: ["ecsdefender.io"]
   resources: ["ecsdefenderdeployments/finalizers"]
   verbs: ["update"]
-# The AWS and Console credentials Secrets the resources name (read by name, never listed).
+# The AWS and Console credentials Secrets the resources name: read by name; with watchSecrets,
+# also listed and watched as metadata only, so a Secret created or fixed later takes effect at once.
 - apiGroups: [""]
   resources: ["secrets"]
+  {{- if .Values.watchSecrets }}
+  verbs: ["get", "list", "watch"]
+  {{- else }}
   verbs: ["get"]
+  {{- end }}
 # Events on the resources (kube-rs Recorder: create, then patch to count repeats).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -1,0 +1,62 @@
+//! State shared by every reconcile: the Kubernetes client, the AWS and Console client pools,
+//! metrics, the Event recorder and the operator's settings. Its own module so the controller and
+//! the pipeline both use it without importing each other.
+
+use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+
+use kube::{Client, runtime::events::Recorder};
+
+use crate::{aws::AwsPool, metrics::Metrics, prisma::ConsolePool};
+
+/// Operator settings (flags / environment).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Requeue while converging.
+    pub converging_requeue: Duration,
+    /// Resync of a Ready resource.
+    pub steady_requeue: Duration,
+    /// Re-check of a Stalled resource (a Secret may appear, an AMI may become visible).
+    pub stalled_requeue: Duration,
+    /// Longest backoff after transient failures.
+    pub max_backoff: Duration,
+    /// An AWS endpoint for resources that set none (emulators, private endpoints).
+    pub aws_endpoint_url: Option<String>,
+    /// Watch one namespace only.
+    pub namespace: Option<String>,
+    /// Name in Events.
+    pub reporter: String,
+    /// How long a wait may go without progress before a resource is `Stalled` (a resource's
+    /// `spec.progressDeadlineSeconds` overrides it).
+    pub progress_deadline: Duration,
+    /// Watch Secrets' metadata so a Secret created or fixed after its resource takes effect at
+    /// once (needs list/watch on Secrets); off: it is noticed at the stalled requeue.
+    pub watch_secrets: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            converging_requeue: Duration::from_secs(5),
+            steady_requeue: Duration::from_secs(300),
+            stalled_requeue: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(300),
+            aws_endpoint_url: None,
+            namespace: None,
+            reporter: "ecs-defender-operator".into(),
+            progress_deadline: Duration::from_secs(15 * 60),
+            watch_secrets: true,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub aws: AwsPool,
+    pub consoles: ConsolePool,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: Config,
+    /// Consecutive failures per resource, for exponential backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+

@@ -1,0 +1,150 @@
+//! The plan's input model: what observe found in AWS and the Console, and what earlier reconciles
+//! recorded in status. Plain data; [`super::observe`] fills it (IO), [`super::plan`] reads it (pure).
+
+use crate::{
+    aws::{
+        autoscaling::{AutoScalingGroup, InstanceRefresh, LaunchConfiguration, ScalingActivity},
+        ec2::{LaunchTemplate, LaunchTemplateVersion},
+        ecs::{Cluster, ContainerInstance, Service, Task, TaskDefinition},
+    },
+    crd::{EcsDefenderDeploymentStatus, OwnedResources},
+    prisma::Defender,
+};
+
+/// What observe found. `None` in the optional observations means "not looked at yet".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub cluster: Option<Cluster>,
+    /// The launch template the spec names.
+    pub launch_template: Option<LaunchTemplate>,
+    /// Its default version (looked at with the template).
+    pub launch_template_default: Option<LaunchTemplateVersion>,
+    /// All its versions: looked at only when the default is not the wanted launch data.
+    pub launch_template_versions: Option<Vec<LaunchTemplateVersion>>,
+    /// The launch configuration the spec's launch data names (`Some(None)`: looked, not there).
+    pub launch_configuration: Option<Option<LaunchConfiguration>>,
+    pub auto_scaling_group: Option<AutoScalingGroup>,
+    pub instance_refreshes: Option<Vec<InstanceRefresh>>,
+    pub scaling_activities: Option<Vec<ScalingActivity>>,
+    pub container_instances: Vec<ContainerInstance>,
+    /// The family's latest ACTIVE revision, when there is one.
+    pub task_definition: Option<TaskDefinition>,
+    pub service: Option<Service>,
+    pub tasks: Vec<Task>,
+    /// Recently stopped Defender tasks (why a Defender does not start).
+    pub stopped_tasks: Option<Vec<Task>>,
+    /// The Console's version (one cheap call per reconcile).
+    pub console_version: Option<String>,
+    pub launch_inputs: Option<LaunchInputs>,
+    pub generated: Option<GeneratedTaskDefinition>,
+    pub defenders: Option<Vec<Defender>>,
+    /// What this resource created earlier under names the spec no longer uses.
+    pub stale: Option<Stale>,
+    pub recorded: Recorded,
+}
+
+/// What earlier reconciles wrote to status that planning uses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded {
+    pub observed_generation: Option<i64>,
+    pub cluster_arn: Option<String>,
+    pub service_arn: Option<String>,
+    pub auto_scaling_group_arn: Option<String>,
+    pub task_definition_arn: Option<String>,
+    pub owned: OwnedResources,
+    /// `Ready` was True.
+    pub ready: bool,
+}
+
+impl Recorded {
+    pub fn of(status: Option<&EcsDefenderDeploymentStatus>) -> Self {
+        let Some(s) = status else { return Self::default() };
+        Self {
+            observed_generation: s.observed_generation,
+            cluster_arn: s.cluster_arn.clone(),
+            service_arn: s.service_arn.clone(),
+            auto_scaling_group_arn: s.auto_scaling_group_arn.clone(),
+            task_definition_arn: s.task_definition_arn.clone(),
+            owned: s.owned.clone(),
+            ready: s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == crate::crd::conditions::READY && c.status == "True"),
+        }
+    }
+}
+
+/// Inputs needed to build the launch data: the AMI, security groups and subnets resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchInputs {
+    /// The AMI id, or why there is none.
+    pub image_id: Result<String, String>,
+    pub security_group_ids: Vec<String>,
+    pub missing_security_groups: Vec<String>,
+    /// The subnets to use (the spec's, or the default VPC's), sorted.
+    pub subnet_ids: Vec<String>,
+    /// Subnets the spec names that do not exist.
+    pub missing_subnets: Vec<String>,
+}
+
+/// The Console's task definition with our overrides, ready to register.
+#[derive(Clone, PartialEq)]
+pub struct GeneratedTaskDefinition {
+    pub definition: serde_json::Value,
+    pub digest: String,
+    pub console_version: String,
+    pub image: Option<String>,
+}
+
+impl std::fmt::Debug for GeneratedTaskDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The definition carries the install bundle: never print it.
+        f.debug_struct("GeneratedTaskDefinition")
+            .field("digest", &self.digest)
+            .field("console_version", &self.console_version)
+            .finish()
+    }
+}
+
+/// What this resource created under names the spec no longer uses, as AWS has it now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stale {
+    /// Services in the cluster (any status ECS still reports).
+    pub services: Vec<Service>,
+    /// Names looked for and not found (gone): dropped from `status.owned`.
+    pub gone_services: Vec<String>,
+    /// ACTIVE revisions of families no longer used, ours only.
+    pub task_definitions: Vec<TaskDefinition>,
+    pub gone_task_families: Vec<String>,
+    pub auto_scaling_groups: Vec<AutoScalingGroup>,
+    pub gone_auto_scaling_groups: Vec<String>,
+    pub launch_templates: Vec<LaunchTemplate>,
+    pub gone_launch_templates: Vec<String>,
+    pub launch_configurations: Vec<LaunchConfiguration>,
+    pub gone_launch_configurations: Vec<String>,
+}
+
+/// Observations the plan needs before it can go further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// AMI id, security group ids, subnets: to build the launch data.
+    LaunchInputs,
+    /// Every version of the launch template (the default is not the wanted one).
+    LaunchTemplateVersions,
+    /// The launch configuration for the wanted launch data.
+    LaunchConfiguration,
+    /// The Auto Scaling group's instance refreshes.
+    InstanceRefreshes,
+    /// The Auto Scaling group's scaling activities (why instances do not start).
+    ScalingActivities,
+    /// Stopped Defender tasks (why Defenders do not start).
+    StoppedTasks,
+    /// What the spec no longer names.
+    Stale,
+    /// The Console's version.
+    ConsoleVersion,
+    /// A freshly generated task definition from the Console.
+    GeneratedTaskDefinition,
+    /// The Console's list of Defenders.
+    Defenders,
+}
