@@ -438,7 +438,7 @@ fn the_crd_is_a_kept_template_equal_to_the_generated_one() {
 fn the_pods_run_as_the_images_user() {
     // The Dockerfile's final USER (uid:gid) is the one the chart's securityContext names.
     let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
-    let user = dockerfile.lines().filter_map(|l| l.trim().strip_prefix("USER ")).last().expect("a USER line");
+    let user = dockerfile.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER line");
     let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
     let (uid, gid): (i64, i64) = (uid.parse().expect("numeric uid"), gid.parse().expect("numeric gid"));
     assert_ne!(uid, 0, "the image runs as root");
@@ -655,7 +655,8 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     assert!(is_forbidden(elsewhere.get("demo").await), "a resource outside the watched namespace");
 
     // watchSecrets=false: Secrets by name only.
-    let by_name = install_rbac_and_login(&cp, &render("edo-names", &["watchNamespace=team-a", "watchSecrets=false"])).await;
+    let by_name =
+        install_rbac_and_login(&cp, &render("edo-names", &["watchNamespace=team-a", "watchSecrets=false"])).await;
     let secrets: Api<Secret> = Api::namespaced(by_name.clone(), WATCHED);
     secrets.get("pc-console").await.expect("get by name");
     assert!(is_forbidden(secrets.list(&ListParams::default()).await), "list secrets");
