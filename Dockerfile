@@ -7,9 +7,10 @@
 ARG RUST_VERSION=1.94
 
 FROM rust:${RUST_VERSION}-bookworm AS build
-# aws-lc-sys (the AWS SDK's TLS crypto) builds C code; cmake is its fallback build path.
+# aws-lc-sys (the AWS SDK's TLS crypto) builds C code; cmake is its fallback build path. Pinned to
+# bookworm's 3.25 series (hadolint DL3008), any Debian revision of it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
+    && apt-get install -y --no-install-recommends cmake=3.25.* \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole workspace (see .dockerignore): the sandbox member's manifest is needed to resolve it,

@@ -3,9 +3,10 @@
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ecs-defender-operator
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 CRD := crds/ecsdefenderdeployments.ecsdefender.io.yaml
-CHART_CRD := charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml
+CHART_CRD := charts/ecs-defender-operator/files/crds/ecsdefenderdeployments.ecsdefender.io.yaml
 
-.PHONY: test demo tools build crd lint fmt sandbox image chart
+.PHONY: test demo tools build release crd lint fmt sandbox image chart
+TOOL = $(shell bash hack/install-test-tools.sh --print-env | sed -n 's/^$(1)=//p')
 
 ## test: install what tests need (once), then run every test
 test: tools
@@ -22,6 +23,12 @@ tools:
 build:
 	cargo build --workspace --locked
 
+## release: the operator's release binary, exactly as the Dockerfile builds it; then an image of it
+## assembled by buildah without a base image, run with --help (hack/image-buildah.sh)
+release: tools
+	cargo build --release --locked --bin ecs-defender-operator
+	bash hack/image-buildah.sh $(CARGO_TARGET_DIR)/release/ecs-defender-operator
+
 ## crd: regenerate the committed CRD (and the chart's copy) from the Rust types
 # (built with the workspace's feature set, so it shares the build `make test` makes)
 crd:
@@ -29,9 +36,12 @@ crd:
 	$(CARGO_TARGET_DIR)/debug/crdgen > $(CRD)
 	mkdir -p $(dir $(CHART_CRD)) && cp $(CRD) $(CHART_CRD)
 
-lint:
+## lint: rustfmt, clippy, hadolint on the Dockerfile, and the release build
+lint: tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(call TOOL,HADOLINT) Dockerfile
+	$(MAKE) release
 
 fmt:
 	cargo fmt --all

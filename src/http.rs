@@ -1,5 +1,7 @@
 //! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (alive), `/readyz`
-//! (watching resources).
+//! (watching resources, or campaigning for the leader Lease). `/readyz` answers 200 for the leader
+//! and for a standby alike (a rolling update and a PodDisruptionBudget need standbys Ready, see
+//! src/leader.rs); its body says which: `ready: leader` or `ready: standby`.
 
 use std::sync::{
     Arc,
@@ -24,7 +26,7 @@ pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
             "/readyz",
             get(|State(s): State<AppState>| async move {
                 if s.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready")
+                    (StatusCode::OK, if s.metrics.is_leader() { "ready: leader" } else { "ready: standby" })
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready")
                 }

@@ -8,6 +8,7 @@
 //! - [`aws`], [`prisma`]: the AWS calls and the Prisma Cloud Compute Console client.
 //! - [`controller`]: the kube-rs controller, finalizer, requeue and backoff; [`context`]: what
 //!   every reconcile shares.
+//! - [`leader`]: leader election on a Lease; only the holder runs the controller.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 
 pub mod aws;
@@ -17,6 +18,7 @@ pub mod crd;
 pub mod error;
 pub mod fixtures;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod prisma;
 pub mod reconcile;

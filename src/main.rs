@@ -7,7 +7,7 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use ecs_defender_operator::{controller, http, install_crypto_provider, metrics::Metrics};
+use ecs_defender_operator::{controller, http, install_crypto_provider, leader, metrics::Metrics};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -46,6 +46,56 @@ struct Args {
     /// seconds (needs list/watch on Secrets).
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_secrets: bool,
+    #[command(flatten)]
+    leader_election: LeaderElectionArgs,
+}
+
+/// Leader election (src/leader.rs): with several replicas, only the Lease holder reconciles.
+#[derive(clap::Args, Debug)]
+struct LeaderElectionArgs {
+    /// Campaign for a Lease and reconcile only while holding it. Off: reconcile at once (one
+    /// replica only, e.g. on a laptop).
+    #[arg(long = "leader-elect", env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// The Lease's name.
+    #[arg(long = "leader-elect-lease-name", env = "LEADER_ELECT_LEASE_NAME", default_value = "ecs-defender-operator")]
+    lease_name: String,
+    /// The Lease's namespace. Default: POD_NAMESPACE, else the kubeconfig's namespace.
+    #[arg(long = "leader-elect-namespace", env = "LEADER_ELECT_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease stays valid after a renewal: the longest a crashed leader delays a takeover.
+    #[arg(long = "leader-elect-lease-duration", env = "LEADER_ELECT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry the leader renews; also the clock skew between nodes tolerated.
+    #[arg(long = "leader-elect-renew-grace", env = "LEADER_ELECT_RENEW_GRACE_SECONDS", default_value_t = 5)]
+    renew_grace_seconds: u64,
+    /// This replica's identity in the Lease. Default: POD_NAME, else the host name and a random suffix.
+    #[arg(long = "leader-elect-identity", env = "LEADER_ELECT_IDENTITY")]
+    identity: Option<String>,
+}
+
+impl LeaderElectionArgs {
+    fn config(&self, client: &kube::Client) -> Option<leader::Config> {
+        if !self.enabled {
+            return None;
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let identity = self.identity.clone().or_else(|| env("POD_NAME")).unwrap_or_else(|| {
+            let host = env("HOSTNAME").unwrap_or_else(|| "ecs-defender-operator".into());
+            format!("{host}-{:08x}", rand::random::<u32>())
+        });
+        Some(leader::Config {
+            lease_name: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| env("POD_NAMESPACE"))
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            identity,
+            lease_duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_grace: Duration::from_secs(self.renew_grace_seconds),
+        })
+    }
 }
 
 #[tokio::main]
@@ -78,7 +128,23 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     // The controller returns on SIGINT/SIGTERM, after in-flight reconciles finish.
-    let result = controller::run(client, config, metrics, ready).await;
+    // --- leader election hook (src/leader.rs): only the Lease holder runs the controller; it is
+    // dropped at once when the Lease is lost and started afresh when won again. ---
+    let result = match args.leader_election.config(&client) {
+        Some(election) => {
+            // The controller's own readiness flag is not the process's: a standby is ready too.
+            let controller_ready = Arc::new(AtomicBool::new(false));
+            leader::run(client.clone(), election, metrics.clone(), ready, || {
+                controller::run(client.clone(), config.clone(), metrics.clone(), controller_ready.clone())
+            })
+            .await
+        }
+        None => {
+            metrics.set_leader(true);
+            controller::run(client, config, metrics, ready).await
+        }
+    };
+    // --- end of the leader election hook ---
     let _ = stop_tx.send(());
     let _ = server.await;
     if let Err(e) = &result {

@@ -3,7 +3,7 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -31,6 +31,7 @@ pub struct Metrics {
     duration: Histogram,
     aws_calls: Family<CallLabels, Counter>,
     console_calls: Family<CallLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -41,6 +42,7 @@ impl Default for Metrics {
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let aws_calls = Family::<CallLabels, Counter>::default();
         let console_calls = Family::<CallLabels, Counter>::default();
+        let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_failures", "Failed reconciles by error category", failures.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
@@ -50,7 +52,12 @@ impl Default for Metrics {
             "Prisma Cloud Console API calls by operation and outcome",
             console_calls.clone(),
         );
-        Self { registry, reconciles, failures, duration, aws_calls, console_calls }
+        registry.register(
+            "leader",
+            "1 while this replica runs the controller (holds the leader Lease), 0 as a standby",
+            leader.clone(),
+        );
+        Self { registry, reconciles, failures, duration, aws_calls, console_calls, leader }
     }
 }
 
@@ -70,6 +77,15 @@ impl Metrics {
 
     pub fn console_call(&self, operation: &'static str, outcome: &'static str) {
         self.console_calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    /// Leader election: whether this replica runs the controller (src/leader.rs).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
     }
 
     /// The text exposition format.

@@ -1,6 +1,8 @@
 //! The Helm chart: it lints and renders with default and namespaced values, its RBAC grants exactly
-//! the Kubernetes API calls the operator makes, and on a real apiserver a token of the chart's own
-//! ServiceAccount can make those calls and nothing else.
+//! the Kubernetes API calls the operator makes (leader election's Lease included), and on a real
+//! apiserver a token of the chart's own ServiceAccount can make those calls and nothing else. It
+//! runs two replicas with a rolling update and a PodDisruptionBudget, runs the image's user, and
+//! `helm upgrade` upgrades the CRD.
 
 mod common;
 
@@ -12,11 +14,12 @@ use ecs_defender_operator::{
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
+    coordination::v1::Lease,
     core::v1::{Namespace, Pod, Secret},
     events::v1::Event as K8sEvent,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, CustomResourceExt, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
@@ -26,6 +29,7 @@ use serde_yaml::Value;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ecs-defender-operator");
 const RELEASE_NAMESPACE: &str = "ecs-defender-system";
+const CRD_FILE: &str = "files/crds/ecsdefenderdeployments.ecsdefender.io.yaml";
 const WATCHED: &str = "team-a";
 
 /// What the operator calls (src/controller.rs, src/reconcile/mod.rs, kube-rs `Recorder`), as
@@ -122,6 +126,34 @@ fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
     out
 }
 
+/// What leader election calls (kube-lease-manager: get, create, server-side-apply patch; the fence
+/// in src/leader.rs: list+watch with a metadata.name field selector), as rendered rules: `create`
+/// for any Lease (it cannot be limited by name), the rest for the release's Lease only.
+fn expected_lease_rules(lease: &str) -> Value {
+    serde_yaml::from_str(&format!(
+        r#"
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: ["{lease}"]
+  verbs: ["get", "list", "watch", "patch"]
+"#
+    ))
+    .unwrap()
+}
+
+/// The object of `kind` whose name ends with `suffix` ("" for the operator's main one).
+fn named<'a>(docs: &'a [Value], kind: &str, leader_election: bool) -> &'a Value {
+    let found: Vec<_> = of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| d["metadata"]["name"].as_str().unwrap().ends_with("-leader-election") == leader_election)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {kind} (leader election: {leader_election})");
+    found[0]
+}
+
 fn expected_grants() -> BTreeSet<(String, String, String)> {
     OPERATOR_CALLS
         .iter()
@@ -166,7 +198,17 @@ fn default_values_grant_exactly_the_operator_calls_cluster_wide() {
     let kinds: BTreeSet<&str> = docs.iter().map(kind_of).collect();
     assert_eq!(
         kinds,
-        BTreeSet::from(["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]),
+        BTreeSet::from([
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]),
         "rendered objects"
     );
     assert!(of_kind(&docs, "ServiceMonitor").is_empty(), "ServiceMonitor only when enabled");
@@ -191,6 +233,17 @@ fn default_values_grant_exactly_the_operator_calls_cluster_wide() {
 
     let deployment = one(&docs, "Deployment");
     assert_eq!(env_value(deployment, "WATCH_NAMESPACE"), None, "empty watchNamespace watches all namespaces");
+
+    // Leader election: a Role for this release's Lease only, in the release namespace.
+    let lease_role = named(&docs, "Role", true);
+    assert_eq!(lease_role["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(lease_role["rules"], expected_lease_rules("edo-ecs-defender-operator"));
+    let lease_binding = named(&docs, "RoleBinding", true);
+    assert_eq!(lease_binding["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(lease_binding["roleRef"]["name"], lease_role["metadata"]["name"]);
+    assert_eq!(lease_binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(env_value(deployment, "LEADER_ELECT_LEASE_NAME"), Some("edo-ecs-defender-operator"));
+    assert_eq!(env_value(deployment, "LEADER_ELECT_NAMESPACE"), Some(RELEASE_NAMESPACE));
 }
 
 #[test]
@@ -208,11 +261,13 @@ fn watch_namespace_grants_the_same_calls_in_that_namespace_only() {
     assert!(of_kind(&docs, "ClusterRole").is_empty(), "nothing cluster-scoped when watching one namespace");
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
 
-    let role = one(&docs, "Role");
+    let role = named(&docs, "Role", false);
     assert_eq!(role["metadata"]["namespace"], WATCHED);
     assert_eq!(grants(role), expected_grants());
+    // The Lease stays in the operator's own namespace.
+    assert_eq!(named(&docs, "Role", true)["metadata"]["namespace"], RELEASE_NAMESPACE);
 
-    let binding = one(&docs, "RoleBinding");
+    let binding = named(&docs, "RoleBinding", false);
     assert_eq!(binding["metadata"]["namespace"], WATCHED);
     assert_eq!(binding["roleRef"]["kind"], "Role");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
@@ -230,8 +285,19 @@ fn deployment_wires_values_into_the_operator() {
     let pod = &d["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
 
-    assert_eq!(d["spec"]["replicas"], 1);
-    assert_eq!(d["spec"]["strategy"]["type"], "Recreate", "no leader election: never two operators at once");
+    // Two replicas, one leads: a rolling update starts a (Ready) standby before stopping one.
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 1);
+    assert_eq!(env_value(d, "LEADER_ELECT"), Some("true"));
+    assert_eq!(env_value(d, "LEADER_ELECT_LEASE_DURATION_SECONDS"), Some("15"));
+    assert_eq!(env_value(d, "LEADER_ELECT_RENEW_GRACE_SECONDS"), Some("5"));
+    let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname", "replicas spread over nodes");
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], d["spec"]["selector"]["matchLabels"]);
     assert_eq!(pod["serviceAccountName"], one(&docs, "ServiceAccount")["metadata"]["name"]);
     assert_eq!(c["image"], "ghcr.io/ecs-defender/ecs-defender-operator:0.1.0", "tag defaults to appVersion");
 
@@ -295,6 +361,94 @@ fn deployment_wires_values_into_the_operator() {
     assert_eq!(sm["metadata"]["labels"]["release"], "prom");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // Leader election values.
+    let docs = render(
+        "edo",
+        &[
+            "leaderElection.leaseName=edo-lock",
+            "leaderElection.namespace=locks",
+            "leaderElection.leaseDurationSeconds=30",
+            "leaderElection.renewGraceSeconds=10",
+        ],
+    );
+    let d = one(&docs, "Deployment");
+    assert_eq!(env_value(d, "LEADER_ELECT_LEASE_NAME"), Some("edo-lock"));
+    assert_eq!(env_value(d, "LEADER_ELECT_NAMESPACE"), Some("locks"));
+    assert_eq!(env_value(d, "LEADER_ELECT_LEASE_DURATION_SECONDS"), Some("30"));
+    assert_eq!(env_value(d, "LEADER_ELECT_RENEW_GRACE_SECONDS"), Some("10"));
+    let lease_role = named(&docs, "Role", true);
+    assert_eq!(lease_role["metadata"]["namespace"], "locks");
+    assert_eq!(lease_role["rules"], expected_lease_rules("edo-lock"));
+    assert_eq!(named(&docs, "RoleBinding", true)["metadata"]["namespace"], "locks");
+}
+
+#[test]
+fn without_leader_election_one_replica_is_recreated_and_more_are_refused() {
+    let docs = render("edo", &["leaderElection.enabled=false", "replicaCount=1"]);
+    let d = one(&docs, "Deployment");
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate", "no leader election: never two operators at once");
+    assert_eq!(env_value(d, "LEADER_ELECT"), Some("false"));
+    assert!(of_kind(&docs, "Role").is_empty(), "no Lease RBAC without leader election");
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty(), "a budget on one replica would block drains");
+    assert!(d["spec"]["template"]["spec"]["affinity"].is_null());
+
+    let out = helm()
+        .args(["template", "edo", CHART, "--set", "leaderElection.enabled=false", "--set", "replicaCount=2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "two replicas without leader election rendered");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replicaCount > 1 needs leaderElection.enabled"));
+}
+
+/// `v` with every number as a float, so 1000 and 1000.0 compare equal.
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Sequence(s) => Value::Sequence(s.iter().map(numbers_as_f64).collect()),
+        Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn the_crd_is_a_kept_template_equal_to_the_generated_one() {
+    let generated: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/{CRD_FILE}")).unwrap()).unwrap();
+    let docs = render("edo", &[]);
+    let crd = one(&docs, "CustomResourceDefinition");
+    // Helm's fromYaml/toYaml writes the schema's `maximum: 1000.0` as `1000`: the same number.
+    assert_eq!(
+        numbers_as_f64(&crd["spec"]),
+        numbers_as_f64(&generated["spec"]),
+        "the rendered CRD differs from the generated one"
+    );
+    assert_eq!(crd["metadata"]["name"], generated["metadata"]["name"]);
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+
+    let docs = render("edo", &["crds.keep=false"]);
+    assert!(one(&docs, "CustomResourceDefinition")["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    let docs = render("edo", &["crds.install=false"]);
+    assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
+}
+
+#[test]
+fn the_pods_run_as_the_images_user() {
+    // The Dockerfile's final USER (uid:gid) is the one the chart's securityContext names.
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let user = dockerfile.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER line");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+    let (uid, gid): (i64, i64) = (uid.parse().expect("numeric uid"), gid.parse().expect("numeric gid"));
+    assert_ne!(uid, 0, "the image runs as root");
+
+    let docs = render("edo", &[]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(uid));
+    assert_eq!(pod["securityContext"]["runAsGroup"].as_i64(), Some(gid));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["containers"][0]["securityContext"]["runAsNonRoot"], true);
 }
 
 #[test]
@@ -393,6 +547,39 @@ async fn operator_calls_succeed(client: &Client, ns: &str, edd_name: &str, secre
     api.patch(edd_name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("remove finalizer");
 }
 
+/// Leader election through `client`, as the operator runs it (src/leader.rs): create the Lease,
+/// acquire it, watch it, release it. Then what it must not do with Leases.
+async fn lease_calls_succeed_and_nothing_else(client: &Client, lease: &str) {
+    let metrics = std::sync::Arc::new(ecs_defender_operator::metrics::Metrics::default());
+    let config = ecs_defender_operator::leader::Config {
+        lease_name: lease.to_string(),
+        namespace: RELEASE_NAMESPACE.to_string(),
+        identity: "chart-test".into(),
+        lease_duration: Duration::from_secs(10),
+        renew_grace: Duration::from_secs(3),
+    };
+    let election = ecs_defender_operator::leader::Election::start(client.clone(), config, metrics.clone())
+        .await
+        .expect("create/get the Lease");
+    let mut role = election.role();
+    tokio::time::timeout(Duration::from_secs(20), role.wait_for(|r| r.is_leader()))
+        .await
+        .expect("acquired the Lease in time (get, patch, list+watch by name)")
+        .unwrap();
+    assert!(metrics.is_leader());
+    drop(role);
+    election.stop().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let released = leases.get(lease).await.expect("get our Lease");
+    assert_eq!(released.spec.and_then(|s| s.holder_identity), None, "released on stop");
+
+    assert!(is_forbidden(leases.get("someone-elses-lease").await), "get another Lease");
+    assert!(is_forbidden(leases.list(&ListParams::default()).await), "list every Lease");
+    assert!(is_forbidden(leases.delete(lease, &DeleteParams::default()).await), "delete the Lease");
+    let elsewhere: Api<Lease> = Api::namespaced(client.clone(), "default");
+    assert!(is_forbidden(elsewhere.get(lease).await), "the Lease's name in another namespace");
+}
+
 /// Calls the operator never makes: each must be forbidden.
 async fn other_calls_are_forbidden(client: &Client, ns: &str, edd_name: &str, secret_name: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -442,6 +629,7 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     assert_eq!(all.list(&ListParams::default()).await.expect("list in all namespaces").items.len(), 2);
     operator_calls_succeed(&cluster_wide, "default", "demo", "pc-console").await;
     other_calls_are_forbidden(&cluster_wide, "default", "demo", "pc-console").await;
+    lease_calls_succeed_and_nothing_else(&cluster_wide, "edo-ecs-defender-operator").await;
     let published: Api<K8sEvent> = Api::namespaced(admin.clone(), "default");
     let ours: Vec<_> = published
         .list(&ListParams::default())
@@ -458,6 +646,7 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     let namespaced = install_rbac_and_login(&cp, &render("edo-ns", &["watchNamespace=team-a"])).await;
     operator_calls_succeed(&namespaced, WATCHED, "demo", "pc-console").await;
     other_calls_are_forbidden(&namespaced, WATCHED, "demo", "pc-console").await;
+    lease_calls_succeed_and_nothing_else(&namespaced, "edo-ns-ecs-defender-operator").await;
     let all: Api<EcsDefenderDeployment> = Api::all(namespaced.clone());
     assert!(is_forbidden(all.list(&ListParams::default()).await), "list in all namespaces");
     let elsewhere: Api<Secret> = Api::namespaced(namespaced.clone(), "default");
@@ -471,4 +660,88 @@ async fn chart_rbac_allows_the_operator_calls_and_nothing_else_on_a_real_apiserv
     let secrets: Api<Secret> = Api::namespaced(by_name.clone(), WATCHED);
     secrets.get("pc-console").await.expect("get by name");
     assert!(is_forbidden(secrets.list(&ListParams::default()).await), "list secrets");
+}
+
+/// A copy of the chart whose CRD gains `spec.upgradeProbe`, as a later chart version would.
+fn chart_with_a_changed_crd(dir: &Path) -> std::path::PathBuf {
+    let copy = dir.join("chart-next");
+    run(Command::new("cp").arg("-r").arg(CHART).arg(&copy));
+    let file = copy.join(CRD_FILE);
+    let mut crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    spec.as_mapping_mut().unwrap().insert(
+        "upgradeProbe".into(),
+        serde_yaml::from_str("{type: string, description: A field only the next chart version knows.}").unwrap(),
+    );
+    std::fs::write(&file, serde_yaml::to_string(&crd).unwrap()).unwrap();
+    copy
+}
+
+/// Creates a resource carrying `spec.upgradeProbe` and returns what the apiserver kept of it
+/// (a field the served schema does not know is pruned).
+async fn create_with_probe(client: &Client, name: &str) -> Option<String> {
+    use kube::{api::DynamicObject, discovery::ApiResource};
+    let ar = ApiResource::erase::<EcsDefenderDeployment>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let mut edd = serde_json::to_value(fixtures::sample(name)).unwrap();
+    edd["metadata"] = serde_json::json!({"name": name});
+    edd["spec"]["upgradeProbe"] = "kept".into();
+    let obj: DynamicObject = serde_json::from_value(edd).unwrap();
+    let created = api.create(&PostParams::default(), &obj).await.expect("create a resource");
+    created.data["spec"]["upgradeProbe"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_upgrade_upgrades_the_crd_and_uninstall_keeps_it() {
+    ecs_defender_operator::install_crypto_provider();
+    let cp = ControlPlane::start().await.expect("control plane");
+    let admin = cp.client().await.unwrap();
+    let helm_on = |args: &[&str]| {
+        let mut cmd = helm();
+        cmd.args(args).arg("--kubeconfig").arg(cp.kubeconfig()).args(["--namespace", RELEASE_NAMESPACE]);
+        cmd
+    };
+
+    run(&mut helm_on(&["install", "edo", CHART, "--create-namespace"]));
+    // What the release created, as the apiserver has it.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
+    let d = deployments.get("edo-ecs-defender-operator").await.expect("the Deployment");
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
+    pdbs.get("edo-ecs-defender-operator").await.expect("the PodDisruptionBudget");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(admin.clone(), RELEASE_NAMESPACE);
+    let lease_role = roles.get("edo-ecs-defender-operator-leader-election").await.expect("the Lease Role");
+    assert_eq!(
+        lease_role.rules.unwrap()[1].resource_names.as_deref(),
+        Some(&["edo-ecs-defender-operator".to_string()][..])
+    );
+    common::eventually(Duration::from_secs(30), || async {
+        Api::<EcsDefenderDeployment>::all(admin.clone()).list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await
+    .expect("the CRD is served");
+    assert_eq!(create_with_probe(&admin, "before").await, None, "the first CRD has no upgradeProbe");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let next = chart_with_a_changed_crd(tmp.path());
+    run(&mut helm_on(&["upgrade", "edo", next.to_str().unwrap()]));
+    // The apiserver serves the new schema (after its discovery/schema caches catch up).
+    let mut n = 0;
+    let kept = common::eventually(Duration::from_secs(30), || {
+        n += 1;
+        let name = format!("after-{n}");
+        let admin = admin.clone();
+        async move { create_with_probe(&admin, &name).await }
+    })
+    .await;
+    assert_eq!(kept.as_deref(), Some("kept"), "helm upgrade did not upgrade the CRD");
+
+    run(&mut helm_on(&["uninstall", "edo"]));
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    let crd = crds.get(EcsDefenderDeployment::crd_name()).await.expect("helm uninstall kept the CRD");
+    assert!(crd.metadata.deletion_timestamp.is_none());
+    let left = Api::<EcsDefenderDeployment>::namespaced(admin.clone(), "default").list(&ListParams::default()).await;
+    assert!(left.unwrap().items.len() >= 2, "the resources survive an uninstall");
 }

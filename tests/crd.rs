@@ -24,7 +24,7 @@ fn committed_crd_matches_the_generated_one() {
     let generated = serde_yaml::to_string(&EcsDefenderDeployment::crd()).unwrap();
     for path in [
         "crds/ecsdefenderdeployments.ecsdefender.io.yaml",
-        "charts/ecs-defender-operator/crds/ecsdefenderdeployments.ecsdefender.io.yaml",
+        "charts/ecs-defender-operator/files/crds/ecsdefenderdeployments.ecsdefender.io.yaml",
     ] {
         let committed = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(committed == generated, "{path} differs from the generated CRD; run `make crd` and commit the result");

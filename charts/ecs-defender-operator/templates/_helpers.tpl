@@ -97,3 +97,14 @@ Shared by the ClusterRole (all namespaces) and the Role (watchNamespace).
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+Leader election: the Lease's name and namespace.
+*/}}
+{{- define "ecs-defender-operator.leaseName" -}}
+{{- default (include "ecs-defender-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "ecs-defender-operator.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.namespace }}
+{{- end }}
