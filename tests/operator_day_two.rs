@@ -172,7 +172,7 @@ async fn a_launch_configuration_is_replaced_and_the_old_one_deleted_once_unused(
     h.create(&edd).await.unwrap();
     let before = h.wait_condition("legacy", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
     let old_lc = before.launch_configuration_name.clone().unwrap();
-    assert_eq!(launch_configuration_names(&h).await, [old_lc.clone()]);
+    assert_eq!(launch_configuration_names(&h).await, std::slice::from_ref(&old_lc));
 
     patch_spec(&h, "legacy", serde_json::json!({"workers": {"instanceType": "t3.large"}})).await;
     let after = wait_ready_for(&h, "legacy", |st| {
@@ -183,7 +183,7 @@ async fn a_launch_configuration_is_replaced_and_the_old_one_deleted_once_unused(
     .unwrap();
     let new_lc = after.launch_configuration_name.unwrap();
     eventually(Duration::from_secs(60), || async {
-        (launch_configuration_names(&h).await == [new_lc.clone()]).then_some(())
+        (launch_configuration_names(&h).await == std::slice::from_ref(&new_lc)).then_some(())
     })
     .await
     .unwrap_or_else(|| panic!("the old launch configuration {old_lc} was not deleted"));

@@ -1572,7 +1572,7 @@ mod tests {
         let w = d.workers.as_ref().unwrap();
         assert!(lc.name.starts_with(&format!("demo-workers-{}-", w.owner_hash)), "{}", lc.name);
         assert_ne!(lc.name, "demo-workers", "never the bare name a person may have used");
-        assert_eq!(p.owned.launch_configurations, [lc.name.clone()]);
+        assert_eq!(p.owned.launch_configurations, std::slice::from_ref(&lc.name));
     }
 
     #[test]
@@ -1828,7 +1828,7 @@ mod tests {
         let mut old_td = converged().task_definition.unwrap();
         old_td.family = "demo-defender".into();
         let mut o = converged();
-        o.stale = Some(Stale { task_definitions: vec![old_td.clone()], ..Default::default() });
+        o.stale = Some(Stale { task_definitions: vec![old_td], ..Default::default() });
         o.task_definition = None;
         o.generated = Some(generated(VERSION));
         let p = plan(&d, &o);
