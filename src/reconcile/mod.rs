@@ -78,9 +78,9 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let suspended = desired.suspend;
     let applied = if suspended { apply::Applied::default() } else { apply::apply(&aws, &plan.actions).await };
     if !suspended {
-        for drift in &plan.drift {
-            warn!(resource = %edd.name_any(), namespace = %ns, "{drift}");
-            publish(ctx, edd, EventType::Warning, reasons::DRIFT_REPAIRED, drift.clone()).await;
+        for (action, drift) in &plan.drift {
+            warn!(resource = %edd.name_any(), namespace = %ns, action, "{drift}");
+            publish_action(ctx, edd, EventType::Warning, reasons::DRIFT_REPAIRED, action, drift.clone()).await;
         }
     }
     for (reason, note) in &applied.done {
@@ -306,8 +306,21 @@ pub async fn patch_status(
 
 /// (IO) An Event on the resource; failures to publish are logged, never fatal.
 pub async fn publish(ctx: &Arc<Context>, edd: &EcsDefenderDeployment, type_: EventType, reason: &str, note: String) {
+    publish_action(ctx, edd, type_, reason, reason, note).await
+}
+
+/// (IO) An Event whose action differs from its reason: Events with the same reason and action are
+/// one series (a repeat only counts), so different actions keep different notes apart.
+pub async fn publish_action(
+    ctx: &Arc<Context>,
+    edd: &EcsDefenderDeployment,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let note: String = note.chars().take(1024).collect();
-    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+    let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &edd.object_ref(&())).await {
         warn!(error = %e, "publishing an Event failed");
     }

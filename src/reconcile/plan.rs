@@ -171,8 +171,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub needs: BTreeSet<Need>,
     pub steps: Steps,
-    /// Changes made outside the operator that this plan puts back, one sentence each (Events).
-    pub drift: Vec<String>,
+    /// Changes made outside the operator that this plan puts back: (what is done, a sentence),
+    /// one Event each (the first part keeps Events of different drifts apart).
+    pub drift: Vec<(&'static str, String)>,
     pub workers: WorkersSummary,
     /// What the resource owns after this plan, for `status.owned` (created names added, names
     /// found gone dropped).
@@ -284,7 +285,7 @@ struct Planner<'a> {
     observed: &'a Observed,
     actions: Vec<Action>,
     needs: BTreeSet<Need>,
-    drift: Vec<String>,
+    drift: Vec<(&'static str, String)>,
     workers: WorkersSummary,
     /// Our Auto Scaling group exists (the Defender can be kept current while it changes).
     workers_exist: bool,
@@ -297,9 +298,9 @@ impl Planner<'_> {
 
     /// A sentence for an Event when the spec did not change since the last reconcile (so a
     /// difference found now was made outside the operator).
-    fn note_drift(&mut self, what: String) {
+    fn note_drift(&mut self, action: &'static str, what: String) {
         if self.observed.recorded.observed_generation == Some(self.desired.generation) {
-            self.drift.push(what);
+            self.drift.push((action, what));
         }
     }
 
@@ -316,10 +317,10 @@ impl Planner<'_> {
             ),
             None => {
                 if self.observed.recorded.cluster_arn.is_some() {
-                    self.note_drift(format!(
-                        "cluster {} was deleted outside the operator; creating it again",
-                        d.cluster_name
-                    ));
+                    self.note_drift(
+                        "RecreateCluster",
+                        format!("cluster {} was deleted outside the operator; creating it again", d.cluster_name),
+                    );
                 }
                 self.actions.push(Action::CreateCluster { name: d.cluster_name.clone(), tags: d.tags.clone() });
                 StepReport::new(StepState::Progressing, "Creating", format!("creating cluster {}", d.cluster_name))
@@ -479,7 +480,7 @@ impl Planner<'_> {
                             {
                                 // The wanted launch data exists as a version: the default was changed.
                                 Some(v) => {
-                                    self.note_drift(format!(
+                                    self.note_drift("ResetLaunchTemplateDefault", format!(
                                         "the default version of launch template {} was changed to {} outside the operator; setting it back to {}",
                                         lt.name, lt.default_version, v.number
                                     ));
@@ -534,10 +535,10 @@ impl Planner<'_> {
         // 2. The group: created, or updated in one call with everything that differs.
         let Some(g) = asg else {
             if o.recorded.owned.auto_scaling_groups.contains(&w.asg_name) {
-                self.note_drift(format!(
-                    "Auto Scaling group {} was deleted outside the operator; creating it again",
-                    w.asg_name
-                ));
+                self.note_drift(
+                    "RecreateAutoScalingGroup",
+                    format!("Auto Scaling group {} was deleted outside the operator; creating it again", w.asg_name),
+                );
             }
             self.actions.push(Action::CreateAutoScalingGroup(NewAutoScalingGroup {
                 name: w.asg_name.clone(),
@@ -561,7 +562,7 @@ impl Planner<'_> {
             update.sizes = Some((w.min_size, w.max_size, w.desired_capacity));
             changes.push(format!("min {} / max {} / desired {}", w.min_size, w.max_size, w.desired_capacity));
             if o.recorded.ready {
-                self.note_drift(format!(
+                self.note_drift("ResizeAutoScalingGroup", format!(
                     "Auto Scaling group {} was resized to min {} / max {} / desired {} outside the operator; setting it back",
                     g.name, g.min_size, g.max_size, g.desired_capacity
                 ));
@@ -699,10 +700,13 @@ impl Planner<'_> {
             && latest.is_none_or(|td| &td.arn != arn)
             && o.recorded.observed_generation == Some(d.generation)
         {
-            self.note_drift(format!(
-                "task definition {} was deregistered outside the operator; registering the current one",
-                short_td(arn)
-            ));
+            self.note_drift(
+                "ReregisterTaskDefinition",
+                format!(
+                    "task definition {} was deregistered outside the operator; registering the current one",
+                    short_td(arn)
+                ),
+            );
         }
         // Current when the latest revision was registered from these inputs by this Console version.
         let current = latest.filter(|td| {
@@ -765,10 +769,10 @@ impl Planner<'_> {
         match o.service.as_ref().filter(|s| s.status != "INACTIVE") {
             None => {
                 if recorded_here {
-                    self.note_drift(format!(
-                        "service {} was deleted outside the operator; creating it again",
-                        d.service_name
-                    ));
+                    self.note_drift(
+                        "RecreateService",
+                        format!("service {} was deleted outside the operator; creating it again", d.service_name),
+                    );
                 }
                 self.push_create_service(target);
                 StepReport::new(
@@ -805,12 +809,15 @@ impl Planner<'_> {
                         && o.recorded.task_definition_arn.as_deref() == target.as_deref()
                         && o.recorded.observed_generation == Some(d.generation)
                     {
-                        self.note_drift(format!(
-                            "service {} was changed to run {} outside the operator; putting back {}",
-                            s.name,
-                            short_td(&s.task_definition),
-                            target.as_deref().map(short_td).unwrap_or_default()
-                        ));
+                        self.note_drift(
+                            "RepointService",
+                            format!(
+                                "service {} was changed to run {} outside the operator; putting back {}",
+                                s.name,
+                                short_td(&s.task_definition),
+                                target.as_deref().map(short_td).unwrap_or_default()
+                            ),
+                        );
                     }
                     self.actions.push(Action::UpdateService {
                         cluster: d.cluster_name.clone(),
@@ -1468,7 +1475,7 @@ mod tests {
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["UpdateAutoScalingGroup"]);
         assert_eq!(p.drift.len(), 1);
-        assert!(p.drift[0].contains("resized"), "{:?}", p.drift);
+        assert!(p.drift[0].1.contains("resized"), "{:?}", p.drift);
     }
 
     #[test]
