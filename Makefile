@@ -41,7 +41,6 @@ lint: tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(call TOOL,HADOLINT) Dockerfile
-	$(MAKE) release
 
 fmt:
 	cargo fmt --all
