@@ -180,7 +180,6 @@ impl EcsWorld {
     }
 
     /// The control API (faults per cluster, service events) for other processes; see [`control`].
-
     pub fn control_url(&self) -> String {
         self.control_url.clone()
     }

@@ -84,7 +84,7 @@ impl Network {
     pub fn route_table_of(&self, subnet: &Subnet) -> Option<&RouteTable> {
         self.route_tables
             .iter()
-            .find(|t| t.subnet_ids.iter().any(|s| *s == subnet.id))
+            .find(|t| t.subnet_ids.contains(&subnet.id))
             .or_else(|| self.route_tables.iter().find(|t| t.main && t.vpc_id == subnet.vpc_id))
     }
 

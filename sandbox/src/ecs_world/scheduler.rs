@@ -296,7 +296,8 @@ mod tests {
             reserves: Resources { cpu: 0, memory: 400 },
             ..task("t9", "other", "tdx", "arn:aws:ecs:r:1:container-instance/c/ci2")
         };
-        let actions = plan(&daemon("td1"), &active(&["d", "other"]), &[full.clone()], std::slice::from_ref(&other));
+        let actions =
+            plan(&daemon("td1"), &active(&["d", "other"]), std::slice::from_ref(&full), std::slice::from_ref(&other));
         assert_eq!(
             actions,
             vec![start("arn:aws:ecs:r:1:container-instance/c/ci2", "td1")],
