@@ -472,23 +472,36 @@ impl RegionWorld {
             return Ok(network::public_ip_at_launch(explicit, &subnet));
         }
         if let Some(group) = &info.auto_scaling_group {
-            let lc = self.launch_configuration_of(group).await?;
-            // moto stores an unset AssociatePublicIpAddress of a launch configuration as false, so
-            // only `true` can be told apart: false follows the subnet (see the README's rules).
-            let explicit = lc.filter(|v| *v);
+            let explicit = self.group_public_ip(group).await?;
             return Ok(network::public_ip_at_launch(explicit, &subnet));
         }
         Ok(info.has_public_ip)
     }
 
-    /// The `AssociatePublicIpAddress` of a group's launch configuration, if it has one.
-    async fn launch_configuration_of(&self, group: &str) -> Result<Option<bool>> {
+    /// The `AssociatePublicIpAddress` a group launches with: its launch template version's
+    /// (instances the gate launches carry no `aws:ec2launchtemplate:*` tags) or its launch
+    /// configuration's.
+    async fn group_public_ip(&self, group: &str) -> Result<Option<bool>> {
         let resp = self.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await?;
-        let Some(name) = resp.auto_scaling_groups().first().and_then(|g| g.launch_configuration_name()) else {
-            return Ok(None);
-        };
+        let Some(g) = resp.auto_scaling_groups().first() else { return Ok(None) };
+        if let Some(t) = g.launch_template()
+            && let Some(id) = t.launch_template_id()
+        {
+            let version = t.version().unwrap_or("$Default");
+            let resp =
+                self.ec2.describe_launch_template_versions().launch_template_id(id).versions(version).send().await?;
+            return Ok(resp
+                .launch_template_versions()
+                .first()
+                .and_then(|v| v.launch_template_data())
+                .and_then(|d| d.network_interfaces().iter().find(|n| n.device_index().unwrap_or(0) == 0).cloned())
+                .and_then(|n| n.associate_public_ip_address()));
+        }
+        let Some(name) = g.launch_configuration_name() else { return Ok(None) };
         let resp = self.autoscaling.describe_launch_configurations().launch_configuration_names(name).send().await?;
-        Ok(resp.launch_configurations().first().and_then(|l| l.associate_public_ip_address()))
+        // moto stores an unset AssociatePublicIpAddress of a launch configuration as false, so
+        // only `true` can be told apart: false follows the subnet (see the README's rules).
+        Ok(resp.launch_configurations().first().and_then(|l| l.associate_public_ip_address()).filter(|v| *v))
     }
 
     /// The ECS agent on every instance: boot, read the user data, register; deregister on termination.
