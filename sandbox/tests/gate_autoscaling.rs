@@ -425,12 +425,17 @@ async fn a_force_deleted_group_stays_delete_in_progress_while_its_instances_term
     let err = env.asg.update_auto_scaling_group().auto_scaling_group_name(ASG).max_size(1).send().await.unwrap_err();
     assert_eq!(err.code(), Some("ValidationError"));
 
-    wait_for(Duration::from_secs(10), "the group to vanish", || async {
-        let g = env.asg.describe_auto_scaling_groups().auto_scaling_group_names(ASG).send().await.unwrap();
+    wait_for(Duration::from_secs(20), "the group to vanish", || async {
+        // A call may fail while the machine is loaded; the wait asks again.
+        let g = env.asg.describe_auto_scaling_groups().auto_scaling_group_names(ASG).send().await.ok()?;
         g.auto_scaling_groups().is_empty().then_some(())
     })
     .await;
-    group(&env, ASG, "$Latest", 1).send().await.expect("the name is free again");
+    // The name is free again soon after (AWS is eventually consistent here too).
+    wait_for(Duration::from_secs(20), "the name to be free again", || async {
+        group(&env, ASG, "$Latest", 1).send().await.ok().map(|_| ())
+    })
+    .await;
 }
 
 #[tokio::test]
