@@ -306,6 +306,15 @@ mod tests {
     }
 
     fn build(prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan, now: Timestamp) -> EcsDefenderDeploymentStatus {
+        build_with(prev, plan, now, false)
+    }
+
+    fn build_with(
+        prev: Option<&EcsDefenderDeploymentStatus>,
+        plan: &Plan,
+        now: Timestamp,
+        suspended: bool,
+    ) -> EcsDefenderDeploymentStatus {
         let observed = Observed::default();
         let applied = Applied::default();
         build_status(
@@ -317,7 +326,7 @@ mod tests {
                 observed: &observed,
                 plan,
                 applied: &applied,
-                suspended: false,
+                suspended,
                 progress_deadline: Duration::from_secs(900),
             },
             now,
@@ -417,24 +426,8 @@ mod tests {
 
     #[test]
     fn suspended_reports_the_observed_health() {
-        let build_suspended = |prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan| {
-            let observed = Observed::default();
-            let applied = Applied::default();
-            build_status(
-                prev,
-                1,
-                Some("demo"),
-                Outcome::Planned {
-                    uid: "u",
-                    observed: &observed,
-                    plan,
-                    applied: &applied,
-                    suspended: true,
-                    progress_deadline: Duration::from_secs(900),
-                },
-                t(0),
-            )
-        };
+        let build_suspended =
+            |prev: Option<&EcsDefenderDeploymentStatus>, plan: &Plan| build_with(prev, plan, t(0), true);
         let s = build_suspended(None, &plan_with(StepState::Ready));
         assert_eq!((cond(&s, c::READY).status.as_str(), cond(&s, c::READY).reason.as_str()), ("True", "Suspended"));
         assert_eq!(cond(&s, c::RECONCILING).status, "False");
