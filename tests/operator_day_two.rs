@@ -6,8 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, eventually};
-use ecs_defender_operator::crd::EcsDefenderDeployment;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use ecs_defender_operator::crd::{EcsDefenderDeployment, WorkerKind};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -119,6 +120,18 @@ async fn launch_configuration_names(h: &Harness) -> Vec<String> {
     names
 }
 
+async fn event_reasons(h: &Harness) -> Vec<(String, String)> {
+    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_type_makes_one_version_and_one_refresh_that_replaces_every_instance() {
     let h = Harness::start().await.unwrap();
@@ -149,6 +162,39 @@ async fn a_new_instance_type_makes_one_version_and_one_refresh_that_replaces_eve
     let data = v.launch_template_versions()[0].launch_template_data().unwrap();
     assert_eq!(data.instance_type().map(|t| t.as_str()), Some("t3.large"));
     assert_eq!(st.container_instances, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_configuration_is_replaced_and_the_old_one_deleted_once_unused() {
+    let h = Harness::start().await.unwrap();
+    let mut edd = h.sample("legacy");
+    edd.spec.workers.as_mut().unwrap().kind = WorkerKind::LaunchConfiguration;
+    h.create(&edd).await.unwrap();
+    let before = h.wait_condition("legacy", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
+    let old_lc = before.launch_configuration_name.clone().unwrap();
+    assert_eq!(launch_configuration_names(&h).await, std::slice::from_ref(&old_lc));
+
+    patch_spec(&h, "legacy", serde_json::json!({"workers": {"instanceType": "t3.large"}})).await;
+    let after = wait_ready_for(&h, "legacy", |st| {
+        st.launch_configuration_name.as_deref() != Some(old_lc.as_str()) && st.instances_up_to_date == Some(2)
+    })
+    .await
+    .status
+    .unwrap();
+    let new_lc = after.launch_configuration_name.unwrap();
+    eventually(Duration::from_secs(60), || async {
+        (launch_configuration_names(&h).await == std::slice::from_ref(&new_lc)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the old launch configuration {old_lc} was not deleted"));
+    assert_eq!(count(&h, "autoscaling:StartInstanceRefresh"), 1);
+    assert!(
+        group_instances(&h, "legacy-workers").await.iter().all(|(_, _, lc)| lc.as_deref() == Some(new_lc.as_str()))
+    );
+
+    h.api.delete("legacy", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("legacy", Duration::from_secs(180)).await;
+    assert!(launch_configuration_names(&h).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,6 +337,12 @@ async fn renames_and_kind_switches_leave_only_what_the_spec_names() {
     wait_ready_for(&h, "ren", |st| st.owned.auto_scaling_groups == ["ren-asg2"]).await;
     assert_eq!(group_names(&h).await, ["ren-asg2"]);
 
+    // Launch template -> launch configuration.
+    patch_spec(&h, "ren", serde_json::json!({"workers": {"kind": "LaunchConfiguration"}})).await;
+    wait_ready_for(&h, "ren", |st| st.owned.launch_templates.is_empty() && st.instances_up_to_date == Some(2)).await;
+    assert!(launch_template_names(&h).await.is_empty());
+    assert_eq!(launch_configuration_names(&h).await.len(), 1);
+
     // Workers removed: the group and its configuration go (the cluster then has no nodes).
     patch_spec(&h, "ren", serde_json::json!({"workers": null})).await;
     eventually(READY_TIMEOUT, || async {
@@ -403,4 +455,166 @@ async fn the_public_ip_choice_is_sent_only_when_set() {
     assert!(d.network_interfaces().iter().all(|n| n.associate_public_ip_address().is_none()), "{d:?}");
     let d = data("public-workers").await;
     assert_eq!(d.network_interfaces()[0].associate_public_ip_address(), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guide_named_launch_configuration_is_never_used_or_deleted() {
+    let h = Harness::start().await.unwrap();
+    let aws = h.aws().await;
+    // Someone followed the manual guide in this account: an untagged configuration named pc-worker-node.
+    let ami = aws_sdk_ssm::Client::new(&h.sandbox.aws_config().await)
+        .get_parameter()
+        .name(ecs_defender_operator::crd::DEFAULT_AMI_PARAMETER)
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .unwrap()
+        .value()
+        .unwrap()
+        .to_string();
+    aws.autoscaling
+        .create_launch_configuration()
+        .launch_configuration_name("pc-worker-node")
+        .image_id(&ami)
+        .instance_type("t2.medium")
+        .send()
+        .await
+        .unwrap();
+    let mut edd = h.sample("guide");
+    let w = edd.spec.workers.as_mut().unwrap();
+    w.kind = WorkerKind::LaunchConfiguration;
+    w.name = Some("pc-worker-node".into());
+    h.create(&edd).await.unwrap();
+    let st = h.wait_condition("guide", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
+    let ours = st.launch_configuration_name.unwrap();
+    assert_ne!(ours, "pc-worker-node");
+    assert!(ours.starts_with("pc-worker-node-"), "{ours}");
+    assert!(group_instances(&h, "guide-workers").await.iter().all(|(_, _, lc)| lc.as_deref() == Some(ours.as_str())));
+
+    h.api.delete("guide", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("guide", Duration::from_secs(180)).await;
+    assert_eq!(launch_configuration_names(&h).await, ["pc-worker-node"], "the user's configuration stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_put_back_within_one_resync_with_an_event() {
+    let h = Harness::start_full(Default::default(), |c| c.steady_requeue = Duration::from_secs(2)).await.unwrap();
+    h.create(&h.sample("drift")).await.unwrap();
+    let ready = h.wait_condition("drift", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
+    let aws = h.aws().await;
+
+    // The group resized outside the operator.
+    aws.autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name("drift-workers")
+        .min_size(1)
+        .desired_capacity(1)
+        .send()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), || async {
+        let g = aws
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("drift-workers")
+            .send()
+            .await
+            .ok()?;
+        (g.auto_scaling_groups()[0].desired_capacity() == Some(2)).then_some(())
+    })
+    .await
+    .expect("the group's size was not put back");
+
+    // The launch template's default version changed.
+    let lt_id = ready.launch_template_id.clone().unwrap();
+    aws.ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt_id)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type("t3.micro".into()).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    aws.ec2.modify_launch_template().launch_template_id(&lt_id).default_version("2").send().await.unwrap();
+    eventually(Duration::from_secs(60), || async {
+        let lt = aws.ec2.describe_launch_templates().launch_template_ids(&lt_id).send().await.ok()?;
+        (lt.launch_templates()[0].default_version_number() == Some(1)).then_some(())
+    })
+    .await
+    .expect("the default version was not set back");
+
+    // The task definition deregistered.
+    let td = ready.task_definition_arn.clone().unwrap();
+    aws.ecs.deregister_task_definition().task_definition(&td).send().await.unwrap();
+    let st = wait_ready_for(&h, "drift", |st| st.task_definition_arn.as_deref() != Some(td.as_str())).await;
+    assert!(st.status.unwrap().task_definition_arn.unwrap().ends_with("drift-defender:2"));
+
+    // The service deleted.
+    aws.ecs.delete_service().cluster("drift").service("drift-defender").force(true).send().await.unwrap();
+    eventually(READY_TIMEOUT, || async {
+        let ok = active_services(&h, "drift").await == ["drift-defender"]
+            && h.condition("drift", "Ready").await.is_some_and(|c| c.status == "True");
+        ok.then_some(())
+    })
+    .await
+    .expect("the service was not created again");
+
+    // The group deleted (it shows `Delete in progress` for a while, then a new one is created).
+    let creates = count(&h, "autoscaling:CreateAutoScalingGroup");
+    aws.autoscaling
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name("drift-workers")
+        .force_delete(true)
+        .send()
+        .await
+        .unwrap();
+    eventually(READY_TIMEOUT, || async {
+        let groups = group_names(&h).await;
+        let g = aws.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names("drift-workers").send().await;
+        let deleting = g.ok()?.auto_scaling_groups().first().is_none_or(|g| g.status().is_some());
+        if count(&h, "autoscaling:CreateAutoScalingGroup") <= creates || deleting {
+            return None;
+        }
+        let st = h.api.get("drift").await.ok()?.status?;
+        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (groups == ["drift-workers"] && ready && st.defenders_connected == Some(2)).then_some(())
+    })
+    .await
+    .expect("the group was not created again");
+
+    let events: Vec<_> = event_reasons(&h).await.into_iter().filter(|(r, _)| r == "DriftRepaired").collect();
+    for what in [
+        "resized",
+        "default version",
+        "deregistered",
+        "service drift-defender was deleted",
+        "Auto Scaling group drift-workers was deleted",
+    ] {
+        assert!(
+            events.iter().any(|(_, note)| note.contains(what)),
+            "no DriftRepaired Event about {what:?}: {events:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_start_says_why_then_stalls_after_the_deadline() {
+    let h = Harness::start().await.unwrap();
+    let mut edd = h.sample("noprofile");
+    edd.spec.workers.as_mut().unwrap().instance_profile = "missing-profile".into();
+    edd.spec.progress_deadline_seconds = Some(30);
+    h.create(&edd).await.unwrap();
+    let waiting = eventually(Duration::from_secs(60), || async {
+        let c = h.condition("noprofile", "Reconciling").await?;
+        (c.status == "True" && c.message.contains("Invalid IAM Instance Profile")).then_some(c)
+    })
+    .await
+    .expect("the wait does not quote the failed scaling activity");
+    assert_eq!(waiting.reason, "WaitingForContainerInstances");
+    let stalled = h.wait_condition("noprofile", "Stalled", "True", Duration::from_secs(90)).await;
+    let c = stalled.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(c.reason, "ProgressDeadlineExceeded");
+    assert!(c.message.contains("Invalid IAM Instance Profile"), "{}", c.message);
 }

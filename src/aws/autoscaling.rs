@@ -29,6 +29,7 @@ pub struct AutoScalingGroup {
 pub struct AsgInstance {
     pub id: String,
     pub lifecycle_state: String,
+    pub launch_template_name: Option<String>,
     pub launch_template_version: Option<String>,
     pub launch_configuration_name: Option<String>,
 }
@@ -130,6 +131,10 @@ impl AwsClients {
                     .map(|i| AsgInstance {
                         id: i.instance_id().unwrap_or_default().to_string(),
                         lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        launch_template_name: i
+                            .launch_template()
+                            .and_then(|t| t.launch_template_name())
+                            .map(str::to_string),
                         launch_template_version: i.launch_template().and_then(|t| t.version()).map(str::to_string),
                         launch_configuration_name: i.launch_configuration_name().map(str::to_string),
                     })

@@ -1084,8 +1084,10 @@ fn group_launches(g: &AutoScalingGroup, launch: &LaunchSource) -> bool {
 /// Whether an instance was launched from `launch`.
 fn instance_runs(i: &crate::aws::autoscaling::AsgInstance, launch: &LaunchSource) -> bool {
     match launch {
-        LaunchSource::Template { version: Some(v), .. } => {
-            i.launch_template_version.as_deref() == Some(v.to_string().as_str())
+        // A renamed template's version 1 is not the old template's version 1.
+        LaunchSource::Template { name, version: Some(v) } => {
+            i.launch_template_name.as_deref() == Some(name.as_str())
+                && i.launch_template_version.as_deref() == Some(v.to_string().as_str())
         }
         LaunchSource::Template { version: None, .. } => false,
         LaunchSource::Configuration { name } => i.launch_configuration_name.as_deref() == Some(name.as_str()),
@@ -1231,6 +1233,7 @@ mod tests {
                 .map(|i| AsgInstance {
                     id: format!("i-{i}"),
                     lifecycle_state: "InService".into(),
+                    launch_template_name: Some("demo-workers".into()),
                     launch_template_version: Some("1".into()),
                     launch_configuration_name: None,
                 })

@@ -125,6 +125,13 @@ impl Harness {
         tune: impl FnOnce(&mut controller::Config),
     ) -> anyhow::Result<Harness> {
         ecs_defender_operator::install_crypto_provider();
+        // RUST_LOG=... shows the operator's log with the test's output (for a failing test).
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let mut opts = opts;
         // The strict rules are on unless the test or the environment says otherwise (issue 9).
         if std::env::var(LENIENT_ENV).is_ok_and(|v| v == "1") {

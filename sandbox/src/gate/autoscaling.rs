@@ -18,7 +18,7 @@ use std::{
 use anyhow::Result;
 use bytes::Bytes;
 
-use self::fleet::{Deleting, GroupKey, GroupState, Refresh, RefreshStatus};
+use self::fleet::{Deleting, GroupKey, GroupState, LaunchKind, Refresh, RefreshStatus};
 use super::{Ctx, Reply, Shared, paging, protocol, upstream::Side, xml::Node};
 
 pub(crate) const VERSION: &str = "2011-01-01";
@@ -120,7 +120,9 @@ async fn apply(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
             );
             let raw = sh.forward(ctx, Some(body)).await?;
             if raw.status == 200 {
-                sh.fleet.lock().unwrap().groups.insert(key.clone(), GroupState::new(min, max, desired));
+                let mut state = GroupState::new(min, max, desired);
+                state.launch = LaunchKind::of_form(ctx.id.form.iter().map(|(k, _)| k.as_str()));
+                sh.fleet.lock().unwrap().groups.insert(key.clone(), state);
                 log_step(launch::converge(sh, &key).await);
             }
             Ok(raw.into_response())
@@ -136,6 +138,9 @@ async fn apply(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
                         int(ctx, "DesiredCapacity"),
                     );
                     (state.min, state.max, state.desired) = (min, max, desired);
+                    if let Some(kind) = LaunchKind::of_form(ctx.id.form.iter().map(|(k, _)| k.as_str())) {
+                        state.launch = Some(kind);
+                    }
                     // New launch data may fix a failed launch: try again now.
                     state.retry_at = None;
                 }
@@ -169,8 +174,7 @@ async fn delete_group(sh: &Shared, ctx: &Ctx, key: &GroupKey) -> Result<Reply> {
     if sh.fleet.lock().unwrap().groups.get(key).is_some_and(|s| s.deleting.is_some()) {
         return Ok(empty_reply("DeleteAutoScalingGroup"));
     }
-    let side = sh.side(ctx);
-    let snapshot = launch::describe_group(&side, &key.name).await.ok().flatten();
+    let snapshot = launch::describe_group(sh, key).await.ok().flatten();
     let raw = sh.forward(ctx, None).await?;
     if raw.status != 200 {
         return Ok(raw.into_response());
@@ -384,7 +388,7 @@ fn validate_sizes(min: i64, max: i64, desired: Option<i64>) -> Option<String> {
 /// The groups as AWS would show them (moto's, with the gate's sizes): one by name, or all.
 async fn describe(sh: &Shared, ctx: &Ctx, side: &Side<'_>, name: Option<&str>) -> Result<Vec<Group>> {
     let names: Vec<String> = name.map(|n| vec![n.to_string()]).unwrap_or_default();
-    let nodes = launch::describe_groups(side, &names).await?;
+    let nodes = launch::describe_groups(sh, &ctx.account, side, &names).await?;
     let fleet = sh.fleet.lock().unwrap();
     Ok(nodes
         .iter()
@@ -463,7 +467,7 @@ async fn describe_groups(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         .map(|(_, v)| v.clone())
         .collect();
     let side = sh.side(ctx);
-    let mut nodes = match launch::describe_groups(&side, &names).await {
+    let mut nodes = match launch::describe_groups(sh, &ctx.account, &side, &names).await {
         Ok(n) => n,
         Err(_) => return Ok(sh.forward(ctx, None).await?.into_response()),
     };

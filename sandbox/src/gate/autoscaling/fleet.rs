@@ -30,6 +30,37 @@ pub(crate) enum Source {
     Configuration(String),
 }
 
+/// Which kind of launch data a group was last given. moto keeps both a launch template and a launch
+/// configuration when an update switches from one to the other; AWS keeps only the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LaunchKind {
+    Template,
+    Configuration,
+}
+
+impl LaunchKind {
+    /// The kind a Create/UpdateAutoScalingGroup form sets, if it sets one.
+    pub fn of_form<'a>(mut keys: impl Iterator<Item = &'a str>) -> Option<LaunchKind> {
+        keys.find_map(|k| {
+            if k == "LaunchConfigurationName" {
+                Some(LaunchKind::Configuration)
+            } else if k.starts_with("LaunchTemplate.") {
+                Some(LaunchKind::Template)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Removes the other kind's launch data from a group as moto describes it.
+    pub fn correct(self, group: &mut super::super::xml::Node) {
+        match self {
+            LaunchKind::Template => group.remove("LaunchConfigurationName"),
+            LaunchKind::Configuration => group.remove("LaunchTemplate"),
+        }
+    }
+}
+
 /// An instance the gate launched into a group.
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
@@ -120,6 +151,8 @@ pub(crate) struct GroupState {
     pub min: i64,
     pub max: i64,
     pub desired: i64,
+    /// The launch data's kind as last set (`None`: as moto says).
+    pub launch: Option<LaunchKind>,
     pub members: HashMap<String, Member>,
     /// Oldest first.
     pub activities: Vec<Activity>,
@@ -141,6 +174,7 @@ impl GroupState {
             min,
             max,
             desired,
+            launch: None,
             members: HashMap::new(),
             activities: Vec::new(),
             refreshes: Vec::new(),

@@ -77,8 +77,14 @@ pub(crate) fn parse_group(m: &Node) -> MotoGroup {
     }
 }
 
-/// DescribeAutoScalingGroups on moto, every page; `names` narrows it.
-pub(crate) async fn describe_groups(side: &Side<'_>, names: &[String]) -> Result<Vec<Node>> {
+/// DescribeAutoScalingGroups on moto, every page; `names` narrows it. Each group shows only the
+/// launch data it was last given (see [`fleet::LaunchKind`]).
+pub(crate) async fn describe_groups(
+    sh: &Shared,
+    account: &str,
+    side: &Side<'_>,
+    names: &[String],
+) -> Result<Vec<Node>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -98,13 +104,25 @@ pub(crate) async fn describe_groups(side: &Side<'_>, names: &[String]) -> Result
         }
         token = result.and_then(|r| r.text_of("NextToken")).filter(|t| !t.is_empty()).map(str::to_string);
         if token.is_none() {
+            let fleet = sh.fleet.lock().unwrap();
+            for m in out.iter_mut() {
+                let key = GroupKey {
+                    account: account.to_string(),
+                    region: side.region().to_string(),
+                    name: m.text_of("AutoScalingGroupName").unwrap_or_default().to_string(),
+                };
+                if let Some(kind) = fleet.groups.get(&key).and_then(|s| s.launch) {
+                    kind.correct(m);
+                }
+            }
             return Ok(out);
         }
     }
 }
 
-pub(crate) async fn describe_group(side: &Side<'_>, name: &str) -> Result<Option<MotoGroup>> {
-    Ok(describe_groups(side, &[name.to_string()]).await?.first().map(parse_group))
+pub(crate) async fn describe_group(sh: &Shared, key: &GroupKey) -> Result<Option<MotoGroup>> {
+    let side = sh.upstream.side_as(&key.account, &key.region);
+    Ok(describe_groups(sh, &key.account, &side, std::slice::from_ref(&key.name)).await?.first().map(parse_group))
 }
 
 /// What an instance is launched with.
@@ -384,7 +402,7 @@ pub(crate) async fn retire(side: &Side<'_>, group: &str, ids: &[String]) -> Resu
 /// terminates the surplus (instances on old launch data first).
 pub(crate) async fn converge(sh: &Shared, key: &GroupKey) -> Result<()> {
     let side = sh.upstream.side_as(&key.account, &key.region);
-    let Some(g) = describe_group(&side, &key.name).await? else {
+    let Some(g) = describe_group(sh, key).await? else {
         sh.fleet.lock().unwrap().groups.remove(key);
         return Ok(());
     };
@@ -466,7 +484,7 @@ pub(crate) async fn converge(sh: &Shared, key: &GroupKey) -> Result<()> {
 /// replaced by [`converge`]); when none is left, the refresh succeeds.
 pub(crate) async fn step_refresh(sh: &Shared, key: &GroupKey) -> Result<()> {
     let side = sh.upstream.side_as(&key.account, &key.region);
-    let Some(g) = describe_group(&side, &key.name).await? else { return Ok(()) };
+    let Some(g) = describe_group(sh, key).await? else { return Ok(()) };
     let batch = {
         let mut fleet = sh.fleet.lock().unwrap();
         let Some(state) = fleet.groups.get_mut(key) else { return Ok(()) };
@@ -529,7 +547,7 @@ pub(crate) async fn step_refresh(sh: &Shared, key: &GroupKey) -> Result<()> {
 /// is not the group's current one.
 pub(crate) async fn refresh_targets(sh: &Shared, key: &GroupKey, skip_matching: bool) -> Result<Vec<String>> {
     let side = sh.upstream.side_as(&key.account, &key.region);
-    let Some(g) = describe_group(&side, &key.name).await? else { return Ok(vec![]) };
+    let Some(g) = describe_group(sh, key).await? else { return Ok(vec![]) };
     if !skip_matching {
         return Ok(g.instances);
     }
