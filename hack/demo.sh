@@ -74,11 +74,15 @@ step "installing the CRD"
 step "creating the Console credentials Secret pc-console"
 "$KUBECTL" create secret generic pc-console \
   --from-literal=username="$PRISMA_CONSOLE_USERNAME" --from-literal=password="$PRISMA_CONSOLE_PASSWORD" \
+  --from-literal=url="$PRISMA_CONSOLE_URL" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f -
 
 step "starting the operator (logs: $WORK/operator.log)"
 # AWS credentials and endpoint come from the environment, as with IRSA or Pod Identity in a cluster.
-METRICS_ADDR=127.0.0.1:0 REQUEUE_CONVERGING_SECONDS=1 RUST_LOG=info,ecs_defender_operator=info \
+# The simulator's Console speaks plain http: the demo allows it (a real install keeps https only).
+# The sample brings no AWS credentials: its namespace may use the operator's (as the operator's own
+# namespace may in a cluster).
+METRICS_ADDR=127.0.0.1:0 REQUEUE_CONVERGING_SECONDS=1 ALLOW_INSECURE_CONSOLE=true DEFAULT_CREDENTIALS_NAMESPACES=default RUST_LOG=info,ecs_defender_operator=info \
   "$BIN/ecs-defender-operator" >"$WORK/operator.log" 2>&1 &
 PIDS+=($!)
 

@@ -10,7 +10,7 @@ use std::{
 
 use kube::{Client, runtime::events::Recorder};
 
-use crate::{aws::AwsPool, metrics::Metrics, prisma::ConsolePool};
+use crate::{access::AccessRules, aws::AwsPool, metrics::Metrics, prisma::ConsolePool};
 
 /// Operator settings (flags / environment).
 #[derive(Clone, Debug)]
@@ -35,6 +35,9 @@ pub struct Config {
     /// Watch Secrets' metadata so a Secret created or fixed after its resource takes effect at
     /// once (needs list/watch on Secrets); off: it is noticed at the stalled requeue.
     pub watch_secrets: bool,
+    /// Where requests may go and whose AWS identity resources may use (src/access.rs). The
+    /// default allows nothing beyond https Consoles, AWS's own endpoints and own credentials.
+    pub access: AccessRules,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             reporter: "ecs-defender-operator".into(),
             progress_deadline: Duration::from_secs(15 * 60),
             watch_secrets: true,
+            access: AccessRules::default(),
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{step}: {message}")]
     Stalled { step: &'static str, message: String },
+    /// An error the status already reports (written by the pipeline): not written again.
+    #[error(transparent)]
+    Reported(Box<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,9 +33,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretKeyMissing { .. } => "SecretInvalid",
-            Error::Aws(e) if e.is_access_denied() => "AwsAccessDenied",
-            Error::Aws(e) if e.transient => "AwsUnavailable",
-            Error::Aws(_) => "AwsError",
+            Error::Aws(e) => aws_category(e),
             Error::Console(ConsoleError::Unauthorized { .. }) => "ConsoleUnauthorized",
             Error::Console(ConsoleError::Forbidden { .. }) => "ConsoleForbidden",
             Error::Console(ConsoleError::RateLimited { .. }) => "ConsoleRateLimited",
@@ -41,6 +42,7 @@ impl Error {
             Error::Console(_) => "ConsoleError",
             Error::Kube(_) => "KubeApiError",
             Error::Stalled { step, .. } => step,
+            Error::Reported(e) => e.category(),
         }
     }
 
@@ -50,6 +52,7 @@ impl Error {
             Error::Aws(e) => e.transient,
             Error::Console(e) => e.is_transient(),
             Error::Kube(_) => true,
+            Error::Reported(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -58,7 +61,19 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Console(e) => e.retry_after(),
+            Error::Reported(e) => e.retry_after(),
             _ => None,
         }
+    }
+}
+
+/// The category of an AWS error (the condition reason and metrics label).
+pub fn aws_category(e: &AwsError) -> &'static str {
+    if e.is_access_denied() {
+        "AwsAccessDenied"
+    } else if e.transient {
+        "AwsUnavailable"
+    } else {
+        "AwsError"
     }
 }

@@ -11,6 +11,7 @@
 //! - [`leader`]: leader election on a Lease; only the holder runs the controller.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod access;
 pub mod aws;
 pub mod context;
 pub mod controller;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use ecs_defender_operator::{controller, http, install_crypto_provider, leader, metrics::Metrics};
+use ecs_defender_operator::{access, controller, http, install_crypto_provider, leader, metrics::Metrics};
 use tracing_subscriber::{EnvFilter, prelude::*};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -47,7 +47,62 @@ struct Args {
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_secrets: bool,
     #[command(flatten)]
+    access: AccessArgs,
+    #[command(flatten)]
     leader_election: LeaderElectionArgs,
+}
+
+/// The installer's rules on where requests go and whose AWS identity a resource may use
+/// (src/access.rs). Every default is the safe one.
+#[derive(clap::Args, Debug)]
+struct AccessArgs {
+    /// Allow plain-http Console URLs (test worlds, the demo): credentials then cross the network
+    /// in clear text.
+    #[arg(long, env = "ALLOW_INSECURE_CONSOLE", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_insecure_console: bool,
+    /// Honour spec.aws.endpointUrl (emulators, private endpoints); off: AWS's own endpoints only.
+    #[arg(long, env = "ALLOW_CUSTOM_AWS_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_custom_aws_endpoints: bool,
+    /// Namespaces whose resources may use the operator's own AWS credentials (comma-separated;
+    /// `*` for all). Default: the operator's own namespace (POD_NAMESPACE).
+    #[arg(long, env = "DEFAULT_CREDENTIALS_NAMESPACES", value_delimiter = ',')]
+    default_credentials_namespaces: Vec<String>,
+    /// Role ARN patterns (`*` wildcard, comma-separated) that resources in other namespaces may
+    /// assume with the operator's own credentials.
+    #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
+    allowed_role_arns: Vec<String>,
+    /// Use Console credential Secrets that do not name their Console (no `url`/`allowedUrls`
+    /// key) for any Console URL: a migration aid, off by default.
+    #[arg(long, env = "ALLOW_UNBOUND_CONSOLE_CREDENTIALS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_unbound_console_credentials: bool,
+}
+
+impl AccessArgs {
+    fn rules(&self) -> access::AccessRules {
+        let mut namespaces: Vec<String> = self
+            .default_credentials_namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if namespaces.is_empty()
+            && let Some(own) = std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty())
+        {
+            namespaces.push(own);
+        }
+        access::AccessRules {
+            allow_insecure_console: self.allow_insecure_console,
+            allow_custom_aws_endpoints: self.allow_custom_aws_endpoints,
+            default_credentials_namespaces: namespaces,
+            allowed_role_arns: self
+                .allowed_role_arns
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            allow_unbound_console_credentials: self.allow_unbound_console_credentials,
+        }
+    }
 }
 
 /// Leader election (src/leader.rs): with several replicas, only the Lease holder reconciles.
@@ -125,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace,
         progress_deadline: Duration::from_secs(args.progress_deadline_seconds),
         watch_secrets: args.watch_secrets,
+        access: args.access.rules(),
         ..Default::default()
     };
     // The controller returns on SIGINT/SIGTERM, after in-flight reconciles finish.

@@ -240,6 +240,9 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
             String::new()
         }
     };
+    if parsed_url.is_ok() {
+        problems.extend(crate::access::url_problems("defender.console.url", &console.url));
+    }
     if console.ca_bundle_secret_ref.is_some() && console.insecure_skip_tls_verify {
         problems.push("defender.console: set caBundleSecretRef or insecureSkipTlsVerify, not both".to_string());
     }
@@ -253,9 +256,11 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
 
     if let Some(aws) = &spec.aws
         && let Some(ep) = &aws.endpoint_url
-        && url::Url::parse(ep).is_err()
     {
-        problems.push(format!("aws.endpointUrl {ep:?} is not a URL"));
+        match url::Url::parse(ep) {
+            Ok(_) => problems.extend(crate::access::url_problems("aws.endpointUrl", ep)),
+            Err(_) => problems.push(format!("aws.endpointUrl {ep:?} is not a URL")),
+        }
     }
 
     if !problems.is_empty() {

@@ -51,6 +51,7 @@ impl Operator {
             .env("RUST_LOG", "info")
             .env("OPERATOR_AWS_ENDPOINT_URL", world.sandbox.aws_endpoint())
             .env("REQUEUE_CONVERGING_SECONDS", "1")
+            .env("ALLOW_INSECURE_CONSOLE", "true")
             .env("POD_NAME", name)
             .env("LEADER_ELECT_LEASE_NAME", LEASE)
             .env("LEADER_ELECT_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
@@ -151,12 +152,16 @@ impl World {
         let client = sandbox.kube_client().await.unwrap();
         common::install_crd(&client).await.unwrap();
         let console = sandbox.console();
+        let console_url = console.url();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
         for (name, data) in [
-            ("pc-console", [("username", console.username()), ("password", console.password())]),
+            (
+                "pc-console",
+                vec![("username", console.username()), ("password", console.password()), ("url", &console_url)],
+            ),
             (
                 "aws",
-                [
+                vec![
                     ("AWS_ACCESS_KEY_ID", sandbox::moto::ACCESS_KEY_ID),
                     ("AWS_SECRET_ACCESS_KEY", sandbox::moto::SECRET_ACCESS_KEY),
                 ],

@@ -420,7 +420,10 @@ async fn a_secret_created_after_the_resource_takes_effect_in_seconds() {
     let c = stalled.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(c.reason, "SecretNotFound");
     let console = h.sandbox.console();
-    h.put_secret("late-console", &[("username", console.username()), ("password", console.password())]).await.unwrap();
+    let url = console.url();
+    h.put_secret("late-console", &[("username", console.username()), ("password", console.password()), ("url", &url)])
+        .await
+        .unwrap();
     let t0 = std::time::Instant::now();
     h.wait_condition("late", "Ready", "True", Duration::from_secs(60)).await;
     println!("Ready {:?} after the Secret appeared", t0.elapsed());
@@ -601,11 +604,27 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_cannot_start_says_why_then_stalls_after_the_deadline() {
-    let h = Harness::start().await.unwrap();
+    // A missing instance profile is refused before anything is created (tests/tenancy.rs); here it
+    // goes missing later, outside the operator, and a replacement instance cannot start.
+    let h = Harness::start_full(Default::default(), |c| c.steady_requeue = Duration::from_secs(2)).await.unwrap();
     let mut edd = h.sample("noprofile");
-    edd.spec.workers.as_mut().unwrap().instance_profile = "missing-profile".into();
     edd.spec.progress_deadline_seconds = Some(30);
     h.create(&edd).await.unwrap();
+    h.wait_condition("noprofile", "Ready", "True", READY_TIMEOUT).await;
+    let iam = aws_sdk_iam::Client::new(&h.sandbox.aws_config().await);
+    let profile = iam.get_instance_profile().instance_profile_name("ecsInstanceRole").send().await.unwrap();
+    for role in profile.instance_profile().unwrap().roles() {
+        iam.remove_role_from_instance_profile()
+            .instance_profile_name("ecsInstanceRole")
+            .role_name(role.role_name())
+            .send()
+            .await
+            .unwrap();
+    }
+    iam.delete_instance_profile().instance_profile_name("ecsInstanceRole").send().await.unwrap();
+    let (victim, _, _) = group_instances(&h, "noprofile-workers").await.remove(0);
+    h.aws().await.ec2.terminate_instances().instance_ids(victim).send().await.unwrap();
+
     let waiting = eventually(Duration::from_secs(60), || async {
         let c = h.condition("noprofile", "Reconciling").await?;
         (c.status == "True" && c.message.contains("Invalid IAM Instance Profile")).then_some(c)

@@ -219,7 +219,7 @@ async fn deletion_after_a_partial_create_removes_what_exists() {
     .await
     .expect("launch template created and the group attempted");
     let retrying = h.condition("partial", "Reconciling").await.unwrap();
-    assert_eq!((retrying.status.as_str(), retrying.reason.as_str()), ("True", "AwsRetrying"), "{retrying:?}");
+    assert_eq!((retrying.status.as_str(), retrying.reason.as_str()), ("True", "AwsUnavailable"), "{retrying:?}");
     h.api.delete("partial", &DeleteParams::default()).await.unwrap();
     h.wait_gone("partial", Duration::from_secs(120)).await;
     let aws = h.aws().await;

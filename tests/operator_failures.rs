@@ -32,7 +32,8 @@ async fn a_missing_secret_stalls_without_any_aws_call_then_recovers() {
 
     // The user creates the Secret: the resource converges without being touched again.
     let (user, pass) = (h.sandbox.console().username().to_string(), h.sandbox.console().password().to_string());
-    h.put_secret("not-there", &[("username", &user), ("password", &pass)]).await.unwrap();
+    let url = h.sandbox.console().url();
+    h.put_secret("not-there", &[("username", &user), ("password", &pass), ("url", &url)]).await.unwrap();
     h.wait_condition("nosecret", "Ready", "True", READY_TIMEOUT).await;
     assert!(h.condition("nosecret", "Stalled").await.is_some_and(|c| c.status == "False"));
 }

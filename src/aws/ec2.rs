@@ -288,6 +288,26 @@ impl AwsClients {
     }
 
     /// Whether an AMI exists (and is visible to this account).
+    /// Whether the EC2 key pair exists (instances launched with a missing one fail).
+    pub async fn key_pair_exists(&self, name: &str) -> Result<bool, AwsError> {
+        match self.finish("ec2:DescribeKeyPairs", self.ec2.describe_key_pairs().key_names(name).send().await) {
+            Ok(out) => Ok(!out.key_pairs().is_empty()),
+            Err(e) if e.code.as_deref().is_some_and(|c| c.starts_with("InvalidKeyPair")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the IAM instance profile exists (a launch with a missing one fails as a scaling
+    /// activity, after the group exists).
+    pub async fn instance_profile_exists(&self, name: &str) -> Result<bool, AwsError> {
+        let out = self.iam.get_instance_profile().instance_profile_name(name).send().await;
+        match self.finish("iam:GetInstanceProfile", out) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code.as_deref() == Some("NoSuchEntity") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn image_exists(&self, image_id: &str) -> Result<bool, AwsError> {
         match self.finish("ec2:DescribeImages", self.ec2.describe_images().image_ids(image_id).send().await) {
             Ok(out) => Ok(!out.images().is_empty()),

@@ -25,6 +25,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
+    access,
     aws::{AwsClients, AwsTarget, StaticCredentials},
     context::Context,
     crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER, reasons},
@@ -52,6 +53,7 @@ pub enum Progress {
 pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
     match run_pipeline(edd, ctx).await {
         Ok(progress) => Ok(progress),
+        Err(err @ Error::Reported(_)) => Err(err),
         Err(err) => {
             let cluster_name = validate(edd).ok().map(|d| d.cluster_name);
             let status = build_status(
@@ -71,6 +73,8 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let ns = edd.namespace().unwrap_or_default();
     let prev = edd.status.as_ref();
     let desired = validate(edd)?; // (pure)
+    check_access(edd, ctx)?; // (pure): the installer's rules, before any request
+    ctx.config.access.check_console_url(&desired.console.url).map_err(refused)?;
     let (aws, console) = dereference(edd, &desired, ctx).await?; // (IO): Secrets; no AWS call yet
     let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev).await?; // (IO) + (pure)
 
@@ -117,7 +121,8 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     patch_status(edd, ctx, status).await?;
 
     if let Some((_, err)) = applied.failed {
-        return Err(Error::Aws(err));
+        // The status patched above says it already.
+        return Err(Error::Reported(Box::new(Error::Aws(err))));
     }
     if stalled {
         // Reported as Stalled already; an Event tells whoever watches, once.
@@ -185,6 +190,14 @@ async fn teardown_step(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Resul
         .await;
         return Ok(true);
     }
+    if let Err(e) = check_access(edd, ctx) {
+        // Refused before any request: if nothing was ever created, there is nothing to delete.
+        if nothing_recorded(edd) {
+            publish(ctx, edd, EventType::Normal, "NothingToDelete", format!("{e}; no AWS resource was created")).await;
+            return Ok(true);
+        }
+        return Err(e);
+    }
     let target = aws_target(edd, ctx).await?;
     let aws = ctx.aws.clients(&target).await;
     let targets = teardown::TeardownTargets::of(edd);
@@ -232,6 +245,15 @@ async fn dereference(
     let aws = ctx.aws.clients(&target).await;
     let ns = &desired.namespace;
     let creds = read_secret(ctx, ns, &desired.console.credentials_secret).await?;
+    // The Secret names the Console its credentials are for; nothing is sent anywhere else.
+    let bound = access::bound_urls(
+        secret_key(&creds, ns, &desired.console.credentials_secret, "url").ok().as_deref(),
+        secret_key(&creds, ns, &desired.console.credentials_secret, "allowedUrls").ok().as_deref(),
+    );
+    ctx.config
+        .access
+        .check_console_binding(&desired.console.credentials_secret, &desired.console.url, bound.as_deref())
+        .map_err(refused)?;
     let username = secret_key(&creds, ns, &desired.console.credentials_secret, "username")?;
     let password = secret_key(&creds, ns, &desired.console.credentials_secret, "password")?;
     let ca_pem = match &desired.console.ca_bundle_secret {
@@ -247,6 +269,35 @@ async fn dereference(
         project: desired.console.project.clone(),
     })?;
     Ok((aws, console))
+}
+
+/// (pure) The installer's rules on the resource's AWS endpoint and identity (src/access.rs).
+fn check_access(edd: &EcsDefenderDeployment, ctx: &Context) -> Result<()> {
+    let aws = edd.spec.aws.clone().unwrap_or_default();
+    let rules = &ctx.config.access;
+    rules.check_endpoint(aws.endpoint_url.as_deref()).map_err(refused)?;
+    rules
+        .check_identity(
+            &edd.namespace().unwrap_or_default(),
+            aws.credentials_secret_ref.is_some(),
+            aws.assume_role.as_ref().map(|r| r.role_arn.as_str()),
+        )
+        .map_err(refused)
+}
+
+/// Status records nothing this resource created (no cluster of ours, nothing owned).
+fn nothing_recorded(edd: &EcsDefenderDeployment) -> bool {
+    edd.status.as_ref().is_none_or(|s| {
+        s.cluster_created != Some(true)
+            && s.owned == Default::default()
+            && s.launch_template_id.is_none()
+            && s.launch_configuration_name.is_none()
+            && s.task_definition_arn.is_none()
+    })
+}
+
+fn refused(r: access::Refusal) -> Error {
+    Error::Stalled { step: r.reason, message: r.message }
 }
 
 async fn aws_target(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<AwsTarget> {

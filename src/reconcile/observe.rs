@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Recorded, Stale},
+    observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Prerequisites, Recorded, Stale},
     plan::{launch_configuration_name, launch_hash, stale_names},
 };
 use crate::{
@@ -64,6 +64,18 @@ pub async fn fetch_needs(
     for need in needs {
         match need {
             Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired).await?),
+            Need::Prerequisites => {
+                let Some(w) = &desired.workers else { continue };
+                // A profile may be named by ARN; IAM looks it up by name.
+                let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
+                o.prerequisites = Some(Prerequisites {
+                    instance_profile_exists: aws.instance_profile_exists(profile).await?,
+                    key_pair_exists: match &w.key_name {
+                        Some(k) => Some(aws.key_pair_exists(k).await?),
+                        None => None,
+                    },
+                });
+            }
             Need::LaunchTemplateVersions => {
                 if let Some(lt) = &o.launch_template {
                     o.launch_template_versions = Some(aws.describe_launch_template_versions(&lt.id, &[]).await?);

@@ -36,6 +36,8 @@ pub struct Observed {
     /// The Console's version (one cheap call per reconcile).
     pub console_version: Option<String>,
     pub launch_inputs: Option<LaunchInputs>,
+    /// The workers' instance profile and key pair: looked at only before they are first created.
+    pub prerequisites: Option<Prerequisites>,
     pub generated: Option<GeneratedTaskDefinition>,
     pub defenders: Option<Vec<Defender>>,
     /// EC2 instance id -> private DNS name, for Defenders the Console lists by hostname only.
@@ -86,6 +88,14 @@ pub struct LaunchInputs {
     pub missing_subnets: Vec<String>,
 }
 
+/// What a launch needs that EC2 only checks when an instance starts (after the group exists).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prerequisites {
+    pub instance_profile_exists: bool,
+    /// `None`: the spec names no key pair.
+    pub key_pair_exists: Option<bool>,
+}
+
 /// The Console's task definition with our overrides, ready to register.
 #[derive(Clone, PartialEq)]
 pub struct GeneratedTaskDefinition {
@@ -128,6 +138,8 @@ pub struct Stale {
 pub enum Need {
     /// AMI id, security group ids, subnets: to build the launch data.
     LaunchInputs,
+    /// The instance profile and key pair (checked before anything is first created).
+    Prerequisites,
     /// Every version of the launch template (the default is not the wanted one).
     LaunchTemplateVersions,
     /// The launch configuration for the wanted launch data.

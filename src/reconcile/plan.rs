@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-pub use super::observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Recorded, Stale};
+pub use super::observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Prerequisites, Recorded, Stale};
 use super::teardown::TeardownAction;
 use crate::{
     aws::{
@@ -316,6 +316,9 @@ impl Planner<'_> {
                 ),
             ),
             None => {
+                if let Some(report) = self.preflight() {
+                    return report;
+                }
                 if self.observed.recorded.cluster_arn.is_some() {
                     self.note_drift(
                         "RecreateCluster",
@@ -340,6 +343,46 @@ impl Planner<'_> {
             ),
             Some(cl) => StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", cl.name)),
         }
+    }
+
+    /// Before the first AWS change, everything that can be checked without changing AWS: the
+    /// Console (login, version), and the workers' AMI, subnets, security groups, instance profile
+    /// and key pair. `Some` while something is still to be looked at or is wrong.
+    fn preflight(&mut self) -> Option<StepReport> {
+        let o = self.observed;
+        if o.console_version.is_none() {
+            self.needs.insert(Need::ConsoleVersion);
+        }
+        if let Some(w) = &self.desired.workers {
+            match &o.launch_inputs {
+                None => {
+                    self.needs.insert(Need::LaunchInputs);
+                }
+                Some(inputs) => {
+                    if let Some(failed) = launch_input_failure(inputs) {
+                        return Some(failed);
+                    }
+                }
+            }
+            match &o.prerequisites {
+                None => {
+                    self.needs.insert(Need::Prerequisites);
+                }
+                Some(p) => {
+                    if let Some(failed) = prerequisite_failure(w, p) {
+                        return Some(failed);
+                    }
+                }
+            }
+        }
+        let pending = [Need::ConsoleVersion, Need::LaunchInputs, Need::Prerequisites];
+        pending.iter().any(|n| self.needs.contains(n)).then(|| {
+            StepReport::new(
+                StepState::Progressing,
+                "Checking",
+                "checking the Console, the AMI, subnets, security groups, instance profile and key pair before creating anything",
+            )
+        })
     }
 
     fn active_instances(&self) -> Vec<&ContainerInstance> {
@@ -404,30 +447,28 @@ impl Planner<'_> {
                 "resolving the AMI, security groups and subnets",
             );
         };
-        let image_id = match &inputs.image_id {
-            Ok(id) => id.clone(),
-            Err(why) => return StepReport::new(StepState::Failed, "ImageNotFound", why.clone()),
-        };
-        if !inputs.missing_security_groups.is_empty() {
-            return StepReport::new(
-                StepState::Failed,
-                "SecurityGroupNotFound",
-                format!("security groups not found: {}", inputs.missing_security_groups.join(", ")),
-            );
+        if let Some(failed) = launch_input_failure(inputs) {
+            return failed;
         }
-        if !inputs.missing_subnets.is_empty() {
-            return StepReport::new(
-                StepState::Failed,
-                "SubnetNotFound",
-                format!("subnets not found: {}", inputs.missing_subnets.join(", ")),
-            );
-        }
-        if inputs.subnet_ids.is_empty() {
-            return StepReport::new(
-                StepState::Failed,
-                "NoSubnets",
-                "no subnets: the account has no default VPC with default subnets; set workers.autoScalingGroup.subnetIds",
-            );
+        let image_id = inputs.image_id.clone().expect("checked by launch_input_failure");
+        // Workers created for the first time (e.g. in an adopted cluster): check what EC2 checks
+        // only at launch, before the group exists.
+        if asg.is_none() && !o.recorded.owned.auto_scaling_groups.contains(&w.asg_name) {
+            match &o.prerequisites {
+                None => {
+                    self.needs.insert(Need::Prerequisites);
+                    return StepReport::new(
+                        StepState::Progressing,
+                        "Checking",
+                        "checking the instance profile and key pair",
+                    );
+                }
+                Some(p) => {
+                    if let Some(failed) = prerequisite_failure(w, p) {
+                        return failed;
+                    }
+                }
+            }
         }
         self.workers.image_id = Some(image_id.clone());
         let hash = launch_hash(w, &image_id, &inputs.security_group_ids);
@@ -1069,6 +1110,57 @@ fn is_leaving(state: &str) -> bool {
     state.starts_with("Terminat") || state.starts_with("Detach") || state == "Standby"
 }
 
+/// Why the resolved launch inputs cannot make workers, if they cannot.
+fn launch_input_failure(inputs: &LaunchInputs) -> Option<StepReport> {
+    if let Err(why) = &inputs.image_id {
+        return Some(StepReport::new(StepState::Failed, "ImageNotFound", why.clone()));
+    }
+    if !inputs.missing_security_groups.is_empty() {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "SecurityGroupNotFound",
+            format!("security groups not found: {}", inputs.missing_security_groups.join(", ")),
+        ));
+    }
+    if !inputs.missing_subnets.is_empty() {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "SubnetNotFound",
+            format!("subnets not found: {}", inputs.missing_subnets.join(", ")),
+        ));
+    }
+    if inputs.subnet_ids.is_empty() {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "NoSubnets",
+            "no subnets: the account has no default VPC with default subnets; set workers.autoScalingGroup.subnetIds",
+        ));
+    }
+    None
+}
+
+/// Why the instance profile or key pair would make every launch fail, if either would.
+fn prerequisite_failure(w: &DesiredWorkers, p: &Prerequisites) -> Option<StepReport> {
+    if !p.instance_profile_exists {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "InstanceProfileNotFound",
+            format!(
+                "IAM instance profile {} does not exist; create it (the guide's ecsInstanceRole) or set workers.instanceProfile",
+                w.instance_profile
+            ),
+        ));
+    }
+    if p.key_pair_exists == Some(false) {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "KeyPairNotFound",
+            format!("EC2 key pair {} does not exist in this region", w.key_name.as_deref().unwrap_or_default()),
+        ));
+    }
+    None
+}
+
 /// Whether the group is configured to launch from `launch`.
 fn group_launches(g: &AutoScalingGroup, launch: &LaunchSource) -> bool {
     match launch {
@@ -1366,9 +1458,48 @@ mod tests {
         validate(&edd).unwrap()
     }
 
+    fn checked() -> Prerequisites {
+        Prerequisites { instance_profile_exists: true, key_pair_exists: None }
+    }
+
+    /// An empty world after the checks before the first change.
+    fn preflighted() -> Observed {
+        Observed {
+            console_version: Some("34.03.138".into()),
+            launch_inputs: Some(inputs()),
+            prerequisites: Some(checked()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nothing_is_created_before_the_console_and_launch_inputs_are_checked() {
+        let p = plan(&desired(), &Observed::default());
+        assert!(p.actions.is_empty());
+        assert_eq!(needs(&p), [Need::LaunchInputs, Need::Prerequisites, Need::ConsoleVersion]);
+        assert_eq!(p.steps.cluster.reason, "Checking");
+    }
+
+    #[test]
+    fn a_failed_check_stops_before_the_first_change() {
+        let cases: [(fn(&mut Observed), &str); 4] = [
+            (|o| o.launch_inputs.as_mut().unwrap().image_id = Err("no AMI".into()), "ImageNotFound"),
+            (|o| o.launch_inputs.as_mut().unwrap().missing_subnets = vec!["subnet-x".into()], "SubnetNotFound"),
+            (|o| o.prerequisites.as_mut().unwrap().instance_profile_exists = false, "InstanceProfileNotFound"),
+            (|o| o.prerequisites.as_mut().unwrap().key_pair_exists = Some(false), "KeyPairNotFound"),
+        ];
+        for (break_it, reason) in cases {
+            let mut o = preflighted();
+            break_it(&mut o);
+            let p = plan(&desired(), &o);
+            assert!(p.actions.is_empty(), "{reason}: {:?}", names(&p));
+            assert_eq!((p.steps.cluster.state, p.steps.cluster.reason), (StepState::Failed, reason));
+        }
+    }
+
     #[test]
     fn empty_world_creates_the_cluster_first() {
-        let p = plan(&desired(), &Observed::default());
+        let p = plan(&desired(), &preflighted());
         assert_eq!(names(&p), ["CreateCluster"]);
         assert_eq!(p.steps.cluster.state, StepState::Progressing);
         assert_eq!(p.steps.workers.state, StepState::Blocked);
@@ -1390,6 +1521,9 @@ mod tests {
     #[test]
     fn launch_template_and_group_are_created_together() {
         let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(inputs()), ..Default::default() };
+        // The instance profile and key pair are looked at before the group is first created.
+        assert_eq!(needs(&plan(&desired(), &o)), [Need::Prerequisites]);
+        let o = Observed { prerequisites: Some(checked()), ..o };
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["CreateLaunchTemplate", "CreateAutoScalingGroup"]);
         let Action::CreateLaunchTemplate(lt) = &p.actions[0] else { unreachable!() };
@@ -1414,6 +1548,7 @@ mod tests {
             launch_template: Some(lt()),
             launch_template_default: Some(lt_version(1, &hash_of(&desired()))),
             launch_inputs: Some(inputs()),
+            prerequisites: Some(checked()),
             ..Default::default()
         };
         assert_eq!(names(&plan(&desired(), &o)), ["CreateAutoScalingGroup"]);
@@ -1572,7 +1707,12 @@ mod tests {
     #[test]
     fn a_launch_configuration_is_named_after_its_content_and_owner() {
         let d = with_spec(|s| s.workers.as_mut().unwrap().kind = WorkerKind::LaunchConfiguration);
-        let o = Observed { cluster: Some(cluster(ours())), launch_inputs: Some(inputs()), ..Default::default() };
+        let o = Observed {
+            cluster: Some(cluster(ours())),
+            launch_inputs: Some(inputs()),
+            prerequisites: Some(checked()),
+            ..Default::default()
+        };
         let p = plan(&d, &o);
         assert_eq!(needs(&p), [Need::LaunchConfiguration]);
         let o = Observed { launch_configuration: Some(None), ..o };

@@ -86,7 +86,7 @@ pub fn build_status(
             match (&applied.failed, failed_step) {
                 (Some((action, err)), _) => {
                     let message = format!("{action}: {err}");
-                    let reason = if err.transient { "AwsRetrying" } else { "AwsError" };
+                    let reason = crate::error::aws_category(err);
                     conds.set(c::READY, false, reason, &message);
                     conds.set(c::RECONCILING, err.transient, reason, &message);
                     conds.set(c::STALLED, !err.transient, reason, if err.transient { "" } else { &message });

@@ -150,7 +150,11 @@ impl Harness {
         for (name, data) in [
             (
                 "pc-console",
-                vec![("username", console.username().to_string()), ("password", console.password().to_string())],
+                vec![
+                    ("username", console.username().to_string()),
+                    ("password", console.password().to_string()),
+                    ("url", console.url()),
+                ],
             ),
             (
                 "aws",
@@ -173,6 +177,8 @@ impl Harness {
             stalled_requeue: Duration::from_secs(3),
             max_backoff: Duration::from_secs(3),
             aws_endpoint_url: Some(sandbox.aws_endpoint()),
+            // The simulator's Console is plain http unless a test asks for TLS.
+            access: ecs_defender_operator::access::AccessRules { allow_insecure_console: true, ..Default::default() },
             ..Default::default()
         };
         tune(&mut config);
