@@ -29,6 +29,9 @@ pub struct Desired {
     /// sha256 of what shapes the Console's output apart from its version (the generator options,
     /// the family): tagged on the registered revision, so "is it current?" is read from AWS.
     pub generator_inputs_hash: String,
+    /// The Secret with the Defenders' proxy credentials (`username`, `password`), when the proxy
+    /// needs them: added to `generator_options` once read (see [`Desired::with_proxy_credentials`]).
+    pub proxy_credentials_secret: Option<String>,
     /// The spec's progress deadline, when it sets one (else the operator's default).
     pub progress_deadline_seconds: Option<i64>,
     pub console: ConsoleSettings,
@@ -76,6 +79,22 @@ pub struct DesiredWorkers {
     pub max_size: i32,
     pub desired_capacity: i32,
     pub subnet_ids: Vec<String>,
+}
+
+impl Desired {
+    /// The Console's generator options with the proxy's user and password, which the Console
+    /// writes into the Defender's configuration. The inputs hash covers the password only through
+    /// a hash salted with the resource's UID, so a password change makes a new revision and the
+    /// tag reveals nothing usable.
+    pub fn with_proxy_credentials(mut self, user: &str, password: &str) -> Desired {
+        if let Some(proxy) = self.generator_options.get_mut("proxy").and_then(|p| p.as_object_mut()) {
+            proxy.insert("user".into(), user.into());
+            proxy.insert("password".into(), password.into());
+        }
+        let salted = short_hash(&[&self.uid, password], 64);
+        self.generator_inputs_hash = short_hash(&[&self.generator_inputs_hash, user, &salted], 64);
+        self
+    }
 }
 
 /// The spec's problems, each a sentence.
@@ -292,6 +311,13 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         service_name,
         generator_options,
         generator_inputs_hash,
+        proxy_credentials_secret: spec
+            .defender
+            .options
+            .proxy
+            .as_ref()
+            .and_then(|p| p.credentials_secret_ref.as_ref())
+            .map(|r| r.name.clone()),
         progress_deadline_seconds: spec.progress_deadline_seconds.map(i64::from),
         console: ConsoleSettings {
             url: console.url.trim_end_matches('/').to_string(),
@@ -442,6 +468,25 @@ mod tests {
         let b = validate(&edd).unwrap();
         assert_ne!(a.generator_inputs_hash, b.generator_inputs_hash);
         assert_eq!(a.generator_inputs_hash, validate(&fixtures::sample("demo")).unwrap().generator_inputs_hash);
+    }
+
+    #[test]
+    fn proxy_credentials_reach_the_generator_and_a_new_password_a_new_revision() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.options.proxy = Some(crate::crd::ProxyOptions {
+            http_proxy: "http://proxy:3128".into(),
+            credentials_secret_ref: Some(crate::crd::SecretRef { name: "proxy".into() }),
+            ..Default::default()
+        });
+        let d = validate(&edd).unwrap();
+        assert_eq!(d.proxy_credentials_secret.as_deref(), Some("proxy"));
+        let a = d.clone().with_proxy_credentials("u", "p1");
+        assert_eq!(a.generator_options["proxy"]["user"], "u");
+        assert_eq!(a.generator_options["proxy"]["password"], "p1");
+        let b = d.clone().with_proxy_credentials("u", "p2");
+        assert_ne!(a.generator_inputs_hash, b.generator_inputs_hash);
+        assert_eq!(a.generator_inputs_hash, d.with_proxy_credentials("u", "p1").generator_inputs_hash);
+        assert!(!a.generator_inputs_hash.contains("p1"));
     }
 
     #[test]

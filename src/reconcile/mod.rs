@@ -72,10 +72,15 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
 async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
     let ns = edd.namespace().unwrap_or_default();
     let prev = edd.status.as_ref();
-    let desired = validate(edd)?; // (pure)
+    let mut desired = validate(edd)?; // (pure)
     check_access(edd, ctx)?; // (pure): the installer's rules, before any request
     ctx.config.access.check_console_url(&desired.console.url).map_err(refused)?;
     let (aws, console) = dereference(edd, &desired, ctx).await?; // (IO): Secrets; no AWS call yet
+    if let Some(name) = desired.proxy_credentials_secret.clone() {
+        let s = read_secret(ctx, &ns, &name).await?;
+        let (user, password) = (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
+        desired = desired.with_proxy_credentials(&user, &password);
+    }
     let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev).await?; // (IO) + (pure)
 
     // apply (IO), unless suspended.
