@@ -215,3 +215,59 @@ async fn what_can_be_checked_is_checked_before_the_first_aws_change() {
     assert_eq!(stalled(&h, "wrongpass").await.0, "ConsoleUnauthorized");
     no_aws_mutations(&h);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_iam_policy_is_enough_and_a_missing_action_is_reported() {
+    // Two identities for the operator, each held to a policy by the gate (actions only: moto and
+    // the gate do not evaluate resources or tag conditions): the documented one, and the same
+    // without ecs:CreateService.
+    let h = Harness::start().await.unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(include_str!("../charts/ecs-defender-operator/files/iam-policy.json")).unwrap();
+    let mut less = policy.clone();
+    for s in less["Statement"].as_array_mut().unwrap() {
+        if let Some(list) = s["Action"].as_array_mut() {
+            list.retain(|a| a != "ecs:CreateService");
+        }
+    }
+    let gate = h.sandbox.gate();
+    for (secret, key, p) in [("aws-full", "AKIAPOLICYFULL000001", &policy), ("aws-less", "AKIAPOLICYLESS000001", &less)]
+    {
+        gate.add_credentials(key, "policy-test-secret");
+        gate.enforce_policy(key, p);
+        h.put_secret(secret, &[("AWS_ACCESS_KEY_ID", key), ("AWS_SECRET_ACCESS_KEY", "policy-test-secret")])
+            .await
+            .unwrap();
+    }
+    let with_identity = |name: &str, secret: &str| {
+        let mut edd = h.sample(name);
+        edd.spec.aws.as_mut().unwrap().credentials_secret_ref =
+            Some(ecs_defender_operator::crd::SecretRef { name: secret.into() });
+        edd
+    };
+    h.create(&with_identity("full", "aws-full")).await.unwrap();
+    h.create(&with_identity("less", "aws-less")).await.unwrap();
+
+    let (reason, message) = stalled(&h, "less").await;
+    assert_eq!(reason, "AwsAccessDenied");
+    assert!(message.contains("ecs:CreateService"), "{message}");
+    h.wait_condition("full", "Ready", "True", Duration::from_secs(180)).await;
+    let denied = || -> std::collections::BTreeSet<String> {
+        gate.calls()
+            .iter()
+            .filter(|c| {
+                c.error_code.as_deref().is_some_and(|e| e.contains("AccessDenied") || e == "UnauthorizedOperation")
+            })
+            .map(|c| c.key())
+            .collect()
+    };
+    assert_eq!(denied(), ["ecs:CreateService".to_string()].into(), "only the removed action was refused");
+
+    // Under the documented policy, deletion leaves nothing and needs nothing more.
+    h.api.delete("full", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("full", Duration::from_secs(180)).await;
+    assert_eq!(denied(), ["ecs:CreateService".to_string()].into(), "the teardown needed an action the policy lacks");
+    let aws = h.aws().await;
+    let described = aws.ecs.describe_clusters().clusters("full").send().await.unwrap();
+    assert!(described.clusters().iter().all(|c| c.status() != Some("ACTIVE")), "{described:?}");
+}

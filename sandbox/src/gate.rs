@@ -19,6 +19,7 @@ mod control;
 mod ec2;
 mod ecs;
 pub mod faults;
+pub mod iam_policy;
 mod paging;
 pub mod protocol;
 mod sigv4;
@@ -213,6 +214,8 @@ pub(crate) struct Shared {
     ami_architectures: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, String>>>,
     /// Access keys accepted by SigV4 verification: id -> secret.
     keys: Mutex<std::collections::HashMap<String, String>>,
+    /// Identity policies enforced per access key (actions only; see [`iam_policy`]).
+    policies: Mutex<std::collections::HashMap<String, iam_policy::IdentityPolicy>>,
     /// The page size of list calls; 0: AWS's own.
     page_size: std::sync::atomic::AtomicUsize,
     /// Where service events come from (the ECS world places tasks, so it knows why one could not
@@ -349,6 +352,7 @@ impl Gate {
             ami_architectures: Mutex::new(Default::default()),
             page_size,
             keys: Mutex::new(keys),
+            policies: Mutex::new(Default::default()),
             service_events: Mutex::new(None),
             rules_lock: tokio::sync::Mutex::new(()),
         });
@@ -416,6 +420,14 @@ impl Gate {
     /// Accepts another access key (tests that sign with keys of their own).
     pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
         self.shared.keys.lock().unwrap().insert(access_key_id.to_string(), secret_access_key.to_string());
+    }
+
+    /// Enforces an IAM identity policy (JSON) on the calls signed with `access_key_id`: an action
+    /// it does not allow is refused with AWS's access-denied error for that service. Actions only;
+    /// `Resource` and `Condition` are not evaluated.
+    pub fn enforce_policy(&self, access_key_id: &str, policy: &serde_json::Value) {
+        let p = iam_policy::IdentityPolicy::from_json(policy);
+        self.shared.policies.lock().unwrap().insert(access_key_id.to_string(), p);
     }
 
     /// Sets (or with `None` removes) the page size of every list call.
@@ -496,12 +508,27 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
     let id = protocol::identify(&parts.headers, &parts.uri, &body);
     let account =
         parts.headers.get("x-moto-account-id").and_then(|v| v.to_str().ok()).unwrap_or(ACCOUNT_ID).to_string();
-    let refusal = if ctx_is_aws(&id) && sh.cfg.verify_signatures && !unsigned_allowed(&id) {
+    let mut refusal = if ctx_is_aws(&id) && sh.cfg.verify_signatures && !unsigned_allowed(&id) {
         let keys = sh.keys.lock().unwrap();
         sigv4::check(&keys, &id.service, parts.method.as_str(), &parts.uri, &parts.headers, &body)
+            .map(|(s, c, m)| (s, c, m.to_string()))
     } else {
         None
     };
+    if refusal.is_none() && ctx_is_aws(&id) {
+        let key = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(sigv4::parse_authorization)
+            .map(|a| a.access_key);
+        let action = format!("{}:{}", id.service, id.operation);
+        if let Some(policy) = key.and_then(|k| sh.policies.lock().unwrap().get(&k).cloned())
+            && !policy.allows(&action)
+        {
+            refusal = Some(iam_policy::access_denied(&id.service, &action));
+        }
+    }
     let ctx = Ctx {
         method: parts.method,
         path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
@@ -513,7 +540,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
     let service = ctx.id.service.clone();
     if let Some((status, code, message)) = refusal {
         sh.record(&ctx, status, Some(code.to_string()));
-        return Ok(protocol::error_response(&service, status, code, message));
+        return Ok(protocol::error_response(&service, status, code, &message));
     }
     let decision = if ctx.id.service == "moto" {
         faults::Decision::default()
