@@ -362,9 +362,11 @@ pub struct DefenderOptions {
     pub proxy: Option<ProxyOptions>,
     /// CPU limit of the Defender container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub cpu_limit: Option<i32>,
     /// Memory limit of the Defender container, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub memory_limit: Option<i32>,
     /// Enable host custom compliance checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]

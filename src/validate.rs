@@ -223,6 +223,14 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         {
             problems.push("workers.autoScalingGroup.subnetIds lists a subnet twice".to_string());
         }
+        // A second ECS_CLUSTER line would join the instances to another cluster: the resource
+        // would wait forever for them.
+        if w.extra_user_data.contains("ECS_CLUSTER") {
+            problems.push(
+                "workers.extraUserData must not set ECS_CLUSTER: the operator writes it (cluster.name chooses the cluster)"
+                    .to_string(),
+            );
+        }
         let user_data = build_user_data(&cluster_name, &w.extra_user_data);
         if user_data.len() > MAX_USER_DATA {
             problems.push(format!("the user data is {} bytes; EC2 accepts at most {MAX_USER_DATA}", user_data.len()));
@@ -273,6 +281,18 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         problems.push(format!("defender.consoleAddress {console_address:?} must be a host name or IP (a SAN of the Console), without scheme or path"));
     }
 
+    if let Some(p) = &spec.defender.options.proxy {
+        // These end up in the Defender's configuration lines: a line break would add settings.
+        for (field, v) in [("httpProxy", &p.http_proxy), ("noProxy", &p.no_proxy)] {
+            if v.chars().any(char::is_control) {
+                problems.push(format!("defender.options.proxy.{field} must be one line without control characters"));
+            }
+        }
+        if !p.http_proxy.is_empty() && url::Url::parse(&p.http_proxy).is_err() {
+            problems
+                .push(format!("defender.options.proxy.httpProxy {:?} is not a URL (http://host:port)", p.http_proxy));
+        }
+    }
     if let Some(aws) = &spec.aws
         && let Some(ep) = &aws.endpoint_url
     {
@@ -487,6 +507,20 @@ mod tests {
         assert_ne!(a.generator_inputs_hash, b.generator_inputs_hash);
         assert_eq!(a.generator_inputs_hash, d.with_proxy_credentials("u", "p1").generator_inputs_hash);
         assert!(!a.generator_inputs_hash.contains("p1"));
+    }
+
+    #[test]
+    fn inputs_that_would_misconfigure_workers_or_defenders_are_refused() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.workers.as_mut().unwrap().extra_user_data = "echo ECS_CLUSTER=other >> /etc/ecs/ecs.config".into();
+        edd.spec.defender.options.proxy = Some(crate::crd::ProxyOptions {
+            http_proxy: "http://proxy:3128\nINSTALL_BUNDLE=x".into(),
+            no_proxy: "a,b\rc".into(),
+            ..Default::default()
+        });
+        let problems = validate(&edd).unwrap_err().0;
+        let has = |what: &str| problems.iter().any(|p| p.contains(what));
+        assert!(has("ECS_CLUSTER") && has("proxy.httpProxy must be one line") && has("proxy.noProxy"), "{problems:#?}");
     }
 
     #[test]

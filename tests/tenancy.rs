@@ -185,7 +185,21 @@ async fn the_operators_aws_identity_is_only_for_the_installers_namespaces_and_ro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_can_be_checked_is_checked_before_the_first_aws_change() {
     let h = Harness::start().await.unwrap();
-    let cases: [(&str, &str, fn(&mut EcsDefenderDeployment)); 4] = [
+    // Someone else's launch template already has the name a resource would use.
+    let aws = h.aws().await;
+    aws.ec2
+        .create_launch_template()
+        .launch_template_name("taken-workers")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder().instance_type("t2.micro".into()).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    h.sandbox.gate().clear_calls();
+    let cases: [(&str, &str, fn(&mut EcsDefenderDeployment)); 6] = [
+        ("taken", "NameTaken", |_| {}),
+        ("badtype", "InstanceTypeNotFound", |e| e.spec.workers.as_mut().unwrap().instance_type = "t9.enormous".into()),
         ("badami", "ImageNotFound", |e| {
             let w = e.spec.workers.as_mut().unwrap();
             w.image.ssm_parameter = None;

@@ -288,6 +288,17 @@ impl AwsClients {
     }
 
     /// Whether an AMI exists (and is visible to this account).
+    /// Whether EC2 offers the instance type in this region.
+    pub async fn instance_type_exists(&self, instance_type: &str) -> Result<bool, AwsError> {
+        let t = aws_sdk_ec2::types::InstanceType::from(instance_type);
+        let out = self.ec2.describe_instance_types().instance_types(t).send().await;
+        match self.finish("ec2:DescribeInstanceTypes", out) {
+            Ok(out) => Ok(!out.instance_types().is_empty()),
+            Err(e) if e.code.as_deref().is_some_and(|c| c.starts_with("InvalidInstanceType")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the EC2 key pair exists (instances launched with a missing one fail).
     pub async fn key_pair_exists(&self, name: &str) -> Result<bool, AwsError> {
         match self.finish("ec2:DescribeKeyPairs", self.ec2.describe_key_pairs().key_names(name).send().await) {

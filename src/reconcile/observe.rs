@@ -68,7 +68,21 @@ pub async fn fetch_needs(
                 let Some(w) = &desired.workers else { continue };
                 // A profile may be named by ARN; IAM looks it up by name.
                 let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
+                let mut names_taken = vec![];
+                if w.kind == WorkerKind::LaunchTemplate
+                    && let Some(lt) = aws.describe_launch_template(&w.name).await?
+                    && !owned_by(&lt.tags, &desired.uid)
+                {
+                    names_taken.push(format!("launch template {}", lt.name));
+                }
+                if let Some(g) = aws.describe_auto_scaling_group(&w.asg_name).await?
+                    && !owned_by(&g.tags, &desired.uid)
+                {
+                    names_taken.push(format!("Auto Scaling group {}", g.name));
+                }
                 o.prerequisites = Some(Prerequisites {
+                    instance_type_exists: aws.instance_type_exists(&w.instance_type).await?,
+                    names_taken,
                     instance_profile_exists: aws.instance_profile_exists(profile).await?,
                     key_pair_exists: match &w.key_name {
                         Some(k) => Some(aws.key_pair_exists(k).await?),

@@ -91,7 +91,11 @@ pub struct LaunchInputs {
 /// What a launch needs that EC2 only checks when an instance starts (after the group exists).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prerequisites {
+    pub instance_type_exists: bool,
     pub instance_profile_exists: bool,
+    /// The launch template's and group's names, when taken by something not ours (found before
+    /// the cluster is created, so nothing is made for a resource that cannot finish).
+    pub names_taken: Vec<String>,
     /// `None`: the spec names no key pair.
     pub key_pair_exists: Option<bool>,
 }

@@ -1141,6 +1141,23 @@ fn launch_input_failure(inputs: &LaunchInputs) -> Option<StepReport> {
 
 /// Why the instance profile or key pair would make every launch fail, if either would.
 fn prerequisite_failure(w: &DesiredWorkers, p: &Prerequisites) -> Option<StepReport> {
+    if !p.names_taken.is_empty() {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "NameTaken",
+            format!(
+                "{} already exist(s) and were not created by this resource; choose other names (workers.name, workers.autoScalingGroup.name)",
+                p.names_taken.join(" and ")
+            ),
+        ));
+    }
+    if !p.instance_type_exists {
+        return Some(StepReport::new(
+            StepState::Failed,
+            "InstanceTypeNotFound",
+            format!("EC2 offers no instance type {} in this region", w.instance_type),
+        ));
+    }
     if !p.instance_profile_exists {
         return Some(StepReport::new(
             StepState::Failed,
@@ -1459,7 +1476,12 @@ mod tests {
     }
 
     fn checked() -> Prerequisites {
-        Prerequisites { instance_profile_exists: true, key_pair_exists: None }
+        Prerequisites {
+            instance_type_exists: true,
+            instance_profile_exists: true,
+            names_taken: vec![],
+            key_pair_exists: None,
+        }
     }
 
     /// An empty world after the checks before the first change.
@@ -1482,7 +1504,9 @@ mod tests {
 
     #[test]
     fn a_failed_check_stops_before_the_first_change() {
-        let cases: [(fn(&mut Observed), &str); 4] = [
+        let cases: [(fn(&mut Observed), &str); 6] = [
+            (|o| o.prerequisites.as_mut().unwrap().instance_type_exists = false, "InstanceTypeNotFound"),
+            (|o| o.prerequisites.as_mut().unwrap().names_taken = vec!["launch template x".into()], "NameTaken"),
             (|o| o.launch_inputs.as_mut().unwrap().image_id = Err("no AMI".into()), "ImageNotFound"),
             (|o| o.launch_inputs.as_mut().unwrap().missing_subnets = vec!["subnet-x".into()], "SubnetNotFound"),
             (|o| o.prerequisites.as_mut().unwrap().instance_profile_exists = false, "InstanceProfileNotFound"),
