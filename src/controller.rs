@@ -62,7 +62,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     });
     info!("watching EcsDefenderDeployments");
     ready.store(true, Ordering::SeqCst);
-    let mut controller = Controller::new(api, watcher::Config::default().any_semantic());
+    // Back on its feet within seconds of the API server's return (the default backoff, kind to a
+    // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
+    let mut controller =
+        Controller::new(api, watcher::Config::default().any_semantic()).trigger_backoff(QuickBackoff::default());
     if ctx.config.watch_secrets {
         // A Secret created or fixed after the resource takes effect in seconds. Only metadata is
         // watched: the operator never holds Secret values it was not asked to read.
@@ -224,5 +227,37 @@ mod tests {
         assert_eq!(backoff(3, base, max, 1.0), Duration::from_secs(4));
         assert_eq!(backoff(30, base, max, 1.0), Duration::from_secs(60));
         assert_eq!(backoff(3, base, max, 0.0), Duration::from_secs(2), "jitter keeps at least half");
+    }
+}
+
+/// Watch restarts after 0.5 s, doubling to at most 4 s; reset once a watch runs again.
+#[derive(Clone, Debug)]
+pub struct QuickBackoff {
+    next: Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(4);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
     }
 }

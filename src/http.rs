@@ -25,10 +25,13 @@ pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                if s.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, if s.metrics.is_leader() { "ready: leader" } else { "ready: standby" })
-                } else {
+                if !s.ready.load(Ordering::SeqCst) {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                } else if !s.metrics.apiserver_reachable() {
+                    // Watching nothing: say so, rather than look healthy while blind.
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: the Kubernetes API server does not answer")
+                } else {
+                    (StatusCode::OK, if s.metrics.is_leader() { "ready: leader" } else { "ready: standby" })
                 }
             }),
         )
@@ -43,4 +46,25 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(metrics, ready)).with_graceful_shutdown(shutdown).await
+}
+
+/// Asks the API server for its version every `every` (2 s timeout) and records whether it
+/// answered, for `/readyz` and the `apiserver_reachable` gauge. Runs until dropped.
+pub async fn probe_apiserver(client: kube::Client, metrics: Arc<Metrics>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(2), client.apiserver_version())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if answered != metrics.apiserver_reachable() {
+            if answered {
+                tracing::info!("the Kubernetes API server answers again");
+            } else {
+                tracing::warn!("the Kubernetes API server does not answer; /readyz fails until it does");
+            }
+        }
+        metrics.set_apiserver_reachable(answered);
+    }
 }

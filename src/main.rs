@@ -170,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let probe = tokio::spawn(http::probe_apiserver(client.clone(), metrics.clone(), Duration::from_secs(5)));
     let server = tokio::spawn(http::serve(listener, metrics.clone(), ready.clone(), async {
         let _ = stop_rx.await;
     }));
@@ -201,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     // --- end of the leader election hook ---
+    probe.abort();
     let _ = stop_tx.send(());
     let _ = server.await;
     if let Err(e) = &result {

@@ -32,6 +32,7 @@ pub struct Metrics {
     aws_calls: Family<CallLabels, Counter>,
     console_calls: Family<CallLabels, Counter>,
     leader: Gauge,
+    apiserver_reachable: Gauge,
 }
 
 impl Default for Metrics {
@@ -43,6 +44,12 @@ impl Default for Metrics {
         let aws_calls = Family::<CallLabels, Counter>::default();
         let console_calls = Family::<CallLabels, Counter>::default();
         let leader = Gauge::default();
+        let apiserver_reachable = Gauge::default();
+        registry.register(
+            "apiserver_reachable",
+            "1 while the Kubernetes API server answered the last probe (/readyz fails otherwise)",
+            apiserver_reachable.clone(),
+        );
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_failures", "Failed reconciles by error category", failures.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
@@ -57,7 +64,7 @@ impl Default for Metrics {
             "1 while this replica runs the controller (holds the leader Lease), 0 as a standby",
             leader.clone(),
         );
-        Self { registry, reconciles, failures, duration, aws_calls, console_calls, leader }
+        Self { registry, reconciles, failures, duration, aws_calls, console_calls, leader, apiserver_reachable }
     }
 }
 
@@ -82,6 +89,14 @@ impl Metrics {
     /// Leader election: whether this replica runs the controller (src/leader.rs).
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    pub fn set_apiserver_reachable(&self, reachable: bool) {
+        self.apiserver_reachable.set(i64::from(reachable));
+    }
+
+    pub fn apiserver_reachable(&self) -> bool {
+        self.apiserver_reachable.get() == 1
     }
 
     pub fn is_leader(&self) -> bool {

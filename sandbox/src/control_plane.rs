@@ -16,7 +16,11 @@ use crate::{pki, ports::free_port, process::ChildProcess, tools::Tools};
 
 pub struct ControlPlane {
     // Field order is drop order: the apiserver goes before etcd, the directory last.
-    apiserver: ChildProcess,
+    /// `None` while stopped (a test of the operator across an API server restart).
+    apiserver: std::sync::Mutex<Option<ChildProcess>>,
+    apiserver_bin: PathBuf,
+    etcd_url: String,
+    port: u16,
     etcd: ChildProcess,
     url: String,
     admin_token: String,
@@ -48,22 +52,7 @@ impl ControlPlane {
         for _ in 0..5 {
             let port = free_port()?;
             let d = dir.path();
-            let mut cmd = Command::new(&tools.kube_apiserver);
-            cmd.arg(format!("--etcd-servers={}", etcd.1))
-                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-                .arg(format!("--secure-port={port}"))
-                .arg(format!("--cert-dir={}", d.display()))
-                .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
-                .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
-                .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
-                .arg("--authorization-mode=RBAC")
-                .arg("--service-account-issuer=https://kubernetes.default.svc")
-                .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
-                .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
-                .arg("--service-cluster-ip-range=10.0.0.0/24")
-                // Each test starts its own etcd, so the etcd prefix never collides.
-                .arg("--allow-privileged=true")
-                .arg("--v=0");
+            let cmd = apiserver_command(&tools.kube_apiserver, &etcd.1, port, d);
             let mut apiserver = ChildProcess::spawn("kube-apiserver", cmd, &d.join("kube-apiserver.log"))?;
             let url = format!("https://127.0.0.1:{port}");
             match wait_ready(&url, &admin_token, &tls.ca_pem, &mut apiserver).await {
@@ -71,7 +60,10 @@ impl ControlPlane {
                     let kubeconfig = d.join("kubeconfig");
                     std::fs::write(&kubeconfig, kubeconfig_yaml(&url, &tls.ca_pem, &admin_token))?;
                     return Ok(ControlPlane {
-                        apiserver,
+                        apiserver: std::sync::Mutex::new(Some(apiserver)),
+                        apiserver_bin: tools.kube_apiserver.clone(),
+                        etcd_url: etcd.1,
+                        port,
                         etcd: etcd.0,
                         url,
                         admin_token,
@@ -122,8 +114,44 @@ impl ControlPlane {
 
     /// `true` while both processes run.
     pub fn is_running(&mut self) -> bool {
-        self.etcd.check_alive().is_ok() && self.apiserver.check_alive().is_ok()
+        let apiserver = self.apiserver.get_mut().unwrap().as_mut().is_some_and(|a| a.check_alive().is_ok());
+        self.etcd.check_alive().is_ok() && apiserver
     }
+
+    /// Stops kube-apiserver (etcd keeps the data): clients see connections refused.
+    pub fn stop_apiserver(&self) {
+        drop(self.apiserver.lock().unwrap().take());
+    }
+
+    /// Starts kube-apiserver again on the same port and waits until it serves.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let d = self.dir.path();
+        let cmd = apiserver_command(&self.apiserver_bin, &self.etcd_url, self.port, d);
+        let mut apiserver = ChildProcess::spawn("kube-apiserver", cmd, &d.join("kube-apiserver.log"))?;
+        wait_ready(&self.url, &self.admin_token, &self.ca_pem, &mut apiserver).await?;
+        *self.apiserver.lock().unwrap() = Some(apiserver);
+        Ok(())
+    }
+}
+
+fn apiserver_command(bin: &Path, etcd_url: &str, port: u16, d: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--etcd-servers={etcd_url}"))
+        .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--cert-dir={}", d.display()))
+        .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
+        .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
+        .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+        .arg("--authorization-mode=RBAC")
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
+        .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        // Each test starts its own etcd, so the etcd prefix never collides.
+        .arg("--allow-privileged=true")
+        .arg("--v=0");
+    cmd
 }
 
 async fn start_etcd(tools: &Tools, dir: &Path) -> Result<(ChildProcess, String)> {

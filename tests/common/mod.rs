@@ -96,12 +96,14 @@ pub struct Harness {
     ready: Arc<AtomicBool>,
     operator: std::sync::Mutex<tokio::task::JoinHandle<anyhow::Result<()>>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    probe: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.operator.lock().unwrap().abort();
         self.server.abort();
+        self.probe.abort();
     }
 }
 
@@ -192,6 +194,11 @@ impl Harness {
             ready.clone(),
             std::future::pending(),
         ));
+        let probe = tokio::spawn(ecs_defender_operator::http::probe_apiserver(
+            client.clone(),
+            metrics.clone(),
+            Duration::from_secs(1),
+        ));
         let api = Api::namespaced(client.clone(), "default");
         Ok(Harness {
             sandbox,
@@ -203,6 +210,7 @@ impl Harness {
             ready,
             operator: std::sync::Mutex::new(operator),
             server,
+            probe,
         })
     }
 
