@@ -497,6 +497,9 @@ pub struct EcsDefenderDeploymentStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedResources {
+    /// The ECS cluster, when this resource creates it (not when it adopts one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

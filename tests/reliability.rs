@@ -75,3 +75,58 @@ async fn an_api_server_restart_mid_create_and_mid_delete_loses_nothing_and_does_
     assert!(left.clusters().iter().all(|c| c.status() != Some("ACTIVE")), "{left:?}");
     assert!(h.condition("after", "Ready").await.is_some_and(|c| c.status == "True"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_creates_then_a_delete_leaves_nothing_launch_configurations_included() {
+    let h = Harness::start().await.unwrap();
+    // The group's create takes a while, so the operator dies with the launch configuration made
+    // and the reconcile that made it unfinished (its status patch never happens).
+    h.sandbox.gate().add_fault(
+        sandbox::gate::Fault::new("autoscaling", sandbox::gate::FaultKind::Latency(Duration::from_secs(2)))
+            .on("CreateAutoScalingGroup"),
+    );
+    let mut edd = h.sample("leaky");
+    edd.spec.workers.as_mut().unwrap().kind = ecs_defender_operator::crd::WorkerKind::LaunchConfiguration;
+    h.create(&edd).await.unwrap();
+    eventually(Duration::from_secs(60), || async {
+        h.sandbox
+            .gate()
+            .calls()
+            .iter()
+            .any(|c| c.operation == "CreateLaunchConfiguration" && c.status == 200)
+            .then_some(())
+    })
+    .await
+    .expect("the launch configuration was not created");
+    h.restart_operator();
+    h.api.delete("leaky", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("leaky", READY_TIMEOUT).await;
+    let aws = h.aws().await;
+    let lcs = aws.autoscaling.describe_launch_configurations().send().await.unwrap();
+    assert!(lcs.launch_configurations().is_empty(), "leaked: {:?}", lcs.launch_configurations());
+    let groups = aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
+    assert!(
+        groups.auto_scaling_groups().iter().all(|g| g.status().is_some()),
+        "a group is left: {:?}",
+        groups.auto_scaling_groups()
+    );
+    let clusters = aws.ecs.describe_clusters().clusters("leaky").send().await.unwrap();
+    assert!(clusters.clusters().iter().all(|c| c.status() != Some("ACTIVE")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_that_never_created_anything_is_deleted_at_once_even_when_it_cannot_reach_aws() {
+    let h = Harness::start().await.unwrap();
+    // An AWS Secret without its secret key: the resource can never call AWS.
+    h.put_secret("halfkey", &[("AWS_ACCESS_KEY_ID", "AKIAHALFKEY000000001")]).await.unwrap();
+    let mut edd = h.sample("unreachable");
+    edd.spec.aws.as_mut().unwrap().credentials_secret_ref =
+        Some(ecs_defender_operator::crd::SecretRef { name: "halfkey".into() });
+    h.create(&edd).await.unwrap();
+    let st = h.wait_condition("unreachable", "Stalled", "True", Duration::from_secs(60)).await;
+    let c = st.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(c.reason, "SecretInvalid");
+    h.api.delete("unreachable", &DeleteParams::default()).await.unwrap();
+    h.wait_gone("unreachable", Duration::from_secs(15)).await;
+    assert!(h.sandbox.gate().calls().is_empty(), "AWS was called");
+}

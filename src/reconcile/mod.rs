@@ -28,7 +28,7 @@ use crate::{
     access,
     aws::{AwsClients, AwsTarget, StaticCredentials},
     context::Context,
-    crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER, reasons},
+    crd::{EcsDefenderDeployment, EcsDefenderDeploymentStatus, FIELD_MANAGER, OwnedResources, reasons},
     error::{Error, Result},
     prisma::{ConsoleClient, ConsoleTarget},
     validate::{Desired, validate},
@@ -85,6 +85,12 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
 
     // apply (IO), unless suspended.
     let suspended = desired.suspend;
+    if !suspended && prev.map(|s| &s.owned) != Some(&plan.owned) && plan.actions.iter().any(plan::Action::creates) {
+        // Write ahead: status names what is about to be created before it is, so a crash or a
+        // delete in between never leaves something teardown does not know of (a launch
+        // configuration's name depends on its content, for instance).
+        write_ahead(edd, ctx, &plan.owned).await?;
+    }
     let applied = if suspended { apply::Applied::default() } else { apply::apply(&aws, &plan.actions).await };
     if !suspended {
         for (action, drift) in &plan.drift {
@@ -195,14 +201,13 @@ async fn teardown_step(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Resul
         .await;
         return Ok(true);
     }
-    if let Err(e) = check_access(edd, ctx) {
-        // Refused before any request: if nothing was ever created, there is nothing to delete.
-        if nothing_recorded(edd) {
-            publish(ctx, edd, EventType::Normal, "NothingToDelete", format!("{e}; no AWS resource was created")).await;
-            return Ok(true);
-        }
-        return Err(e);
+    // Every create is written ahead into status (run_pipeline), so a status that records
+    // nothing means nothing was ever created: let go at once, even when the spec cannot reach AWS.
+    if nothing_recorded(edd) {
+        publish(ctx, edd, EventType::Normal, "NothingToDelete", "this resource created nothing in AWS".into()).await;
+        return Ok(true);
     }
+    check_access(edd, ctx)?;
     let target = aws_target(edd, ctx).await?;
     let aws = ctx.aws.clients(&target).await;
     let targets = teardown::TeardownTargets::of(edd);
@@ -339,6 +344,14 @@ fn secret_key(secret: &Secret, ns: &str, name: &str, key: &'static str) -> Resul
         return String::from_utf8(v.0.clone()).map(|s| s.trim_end_matches('\n').to_string()).map_err(|_| missing());
     }
     secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)
+}
+
+/// (IO) Records `owned` in status before the creates that add to it.
+async fn write_ahead(edd: &EcsDefenderDeployment, ctx: &Arc<Context>, owned: &OwnedResources) -> Result<()> {
+    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &edd.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": { "owned": owned } });
+    api.patch_status(&edd.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
 }
 
 /// (IO) One server-side apply of the status, skipped when nothing but time would change.

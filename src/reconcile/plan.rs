@@ -81,6 +81,19 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether it creates something status must know of before it exists.
+    pub fn creates(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateCluster { .. }
+                | Action::CreateLaunchTemplate(_)
+                | Action::CreateLaunchConfiguration(_)
+                | Action::CreateAutoScalingGroup(_)
+                | Action::RegisterTaskDefinition { .. }
+                | Action::CreateService { .. }
+        )
+    }
+
     /// A stable PascalCase name (Event reason, log field).
     pub fn name(&self) -> &'static str {
         match self {
@@ -240,6 +253,8 @@ pub fn stale_names(
         all.iter().filter(|n| !keep.contains(n)).cloned().collect()
     };
     OwnedResources {
+        // The cluster's name is immutable: never stale.
+        clusters: vec![],
         services: minus(&recorded.services, &now.services),
         task_families: minus(&recorded.task_families, &now.task_families),
         auto_scaling_groups: minus(&recorded.auto_scaling_groups, &now.auto_scaling_groups),
@@ -1066,6 +1081,7 @@ impl Planner<'_> {
         };
         for a in &self.actions {
             match a {
+                Action::CreateCluster { name, .. } => add(&mut owned.clusters, name),
                 Action::CreateLaunchTemplate(t) => add(&mut owned.launch_templates, &t.instance.name),
                 Action::CreateLaunchConfiguration(lc) => add(&mut owned.launch_configurations, &lc.name),
                 Action::CreateAutoScalingGroup(g) => add(&mut owned.auto_scaling_groups, &g.name),
@@ -1073,6 +1089,9 @@ impl Planner<'_> {
                 Action::CreateService { name, .. } => add(&mut owned.services, name),
                 _ => {}
             }
+        }
+        if o.cluster.as_ref().is_some_and(|c| owned_by(&c.tags, &d.uid)) {
+            add(&mut owned.clusters, &d.cluster_name);
         }
         if o.service.as_ref().is_some_and(|s| owned_by(&s.tags, &d.uid) && s.status != "INACTIVE") {
             add(&mut owned.services, &d.service_name);
@@ -1424,6 +1443,7 @@ mod tests {
 
     fn owned() -> OwnedResources {
         OwnedResources {
+            clusters: vec!["demo".into()],
             services: vec!["demo-defender".into()],
             task_families: vec!["demo-defender".into()],
             auto_scaling_groups: vec!["demo-workers".into()],
