@@ -293,6 +293,8 @@ struct RegionWorld {
     default_vpc_done: Option<String>,
     /// Whether each instance got a public IP at launch (decided once, as EC2 does).
     public_ip: HashMap<String, bool>,
+    /// Instances whose public-IP decision was made before their group was known.
+    unsettled_public_ip: std::collections::HashSet<String>,
     /// Instances whose last way out was lost (logged once per change).
     unreachable: HashMap<String, String>,
     /// (container instance, task definition) -> when its image last failed to pull.
@@ -323,6 +325,7 @@ impl RegionWorld {
             network: Network::default(),
             default_vpc_done: None,
             public_ip: HashMap::new(),
+            unsettled_public_ip: Default::default(),
             unreachable: HashMap::new(),
             pull_failed: HashMap::new(),
         }
@@ -511,7 +514,10 @@ impl RegionWorld {
             let fresh: Vec<(String, Ec2Info)> = self
                 .ec2_info
                 .iter()
-                .filter(|(id, i)| !self.public_ip.contains_key(*id) && !i.subnet_id.is_empty())
+                .filter(|(id, i)| {
+                    (!self.public_ip.contains_key(*id) || self.unsettled_public_ip.contains(*id))
+                        && !i.subnet_id.is_empty()
+                })
                 .map(|(id, i)| (id.clone(), i.clone()))
                 .collect();
             for (id, info) in fresh {
@@ -520,6 +526,15 @@ impl RegionWorld {
                     Ok(p) => p,
                     Err(_) => self.network.subnets.get(&info.subnet_id).is_some_and(|s| s.map_public_ip_on_launch),
                 };
+                // The gate attaches an instance to its group just after launching it: seen in
+                // between, it has no group yet, so its launch data is unknown. Decide again next
+                // round rather than keep a guess (that flake left a group at 1 of 2 instances).
+                let settled = info.auto_scaling_group.is_some() || info.launch_template.is_some();
+                if settled {
+                    self.unsettled_public_ip.remove(&id);
+                } else {
+                    self.unsettled_public_ip.insert(id.clone());
+                }
                 self.public_ip.insert(id, public);
             }
         }

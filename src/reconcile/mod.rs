@@ -346,12 +346,13 @@ fn secret_key(secret: &Secret, ns: &str, name: &str, key: &'static str) -> Resul
     secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().ok_or_else(missing)
 }
 
-/// (IO) Records `owned` in status before the creates that add to it.
+/// (IO) Records `owned` in status before the creates that add to it: the last status with the new
+/// `owned`, applied by the same field manager as every status (a merge patch by another manager
+/// would co-own the lists, and later applies could never empty them).
 async fn write_ahead(edd: &EcsDefenderDeployment, ctx: &Arc<Context>, owned: &OwnedResources) -> Result<()> {
-    let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &edd.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": { "owned": owned } });
-    api.patch_status(&edd.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
+    let mut status = edd.status.clone().unwrap_or_default();
+    status.owned = owned.clone();
+    patch_status(edd, ctx, status).await
 }
 
 /// (IO) One server-side apply of the status, skipped when nothing but time would change.
