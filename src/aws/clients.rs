@@ -65,6 +65,8 @@ pub struct AwsClients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+    pub iam: aws_sdk_iam::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -134,6 +136,8 @@ impl AwsPool {
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
             metrics: self.metrics.clone(),
         }
     }

@@ -8,6 +8,7 @@
 //! and, on deletion, [`teardown`].
 
 pub mod apply;
+pub mod install_bundle;
 pub mod observe;
 pub mod observed;
 pub mod plan;
