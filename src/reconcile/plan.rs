@@ -32,7 +32,7 @@ use crate::{
     crd::{DefenderSecretStatus, OwnedResources, RolloutStrategy, WorkerKind, conditions as c},
     prisma::Defender,
     validate::{
-        Desired, DesiredSecret, DesiredWorkers, EXECUTION_ROLE_PATH, EXECUTION_ROLE_POLICY, ExecutionRole,
+        Desired, DesiredSecret, DesiredWorkers, EXECUTION_ROLE_PATH, ExecutionRole,
         client_token, short_hash,
     },
 };
