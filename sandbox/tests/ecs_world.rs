@@ -835,9 +835,12 @@ async fn a_secret_that_cannot_be_fetched_stops_the_task_and_its_defender_never_c
     let secret_arn = secret.arn().unwrap().to_string();
     let reader = execution_role(&iam, "reader", Some(may_read(&secret_arn))).await;
 
-    // 1. A wrong ARN (another suffix): Secrets Manager finds no such secret.
+    // 1. A wrong ARN (another suffix), with a role that may read any of our secrets: Secrets
+    //    Manager finds no such secret. (A role allowed the right ARN only is denied first, as IAM
+    //    decides before Secrets Manager looks.)
     let wrong = format!("{}-XXXXXX", secret_arn.rsplit_once('-').unwrap().0);
-    let (td1, _) = secret_task_definition(&env, &console, &wrong, &reader).await;
+    let any_of_ours = execution_role(&iam, "wide", Some(may_read("arn:aws:secretsmanager:*:*:secret:ecs-defender/*"))).await;
+    let (td1, _) = secret_task_definition(&env, &console, &wrong, &any_of_ours).await;
     env.ecs
         .create_service()
         .cluster(CLUSTER)
