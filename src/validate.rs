@@ -432,7 +432,8 @@ fn build_secrets(
                 (Some(arn), false) => ExecutionRole::Given(arn),
                 (None, true) => ExecutionRole::Create { name: execution_role_name(cluster, owner_hash) },
                 (Some(arn), true) => {
-                    problems.push("defender.secrets: set executionRoleArn or createExecutionRole, not both".to_string());
+                    problems
+                        .push("defender.secrets: set executionRoleArn or createExecutionRole, not both".to_string());
                     ExecutionRole::Given(arn)
                 }
                 (None, false) => {
@@ -602,7 +603,10 @@ mod tests {
         let d = validate(&fixtures::sample("demo")).unwrap();
         let s = d.secrets.secrets_manager().expect("SecretsManager is the default");
         assert_eq!(s.name, format!("ecs-defender/demo-{}/install-bundle", short_hash(&["uid-demo"], 8)));
-        assert_eq!(s.execution_role, ExecutionRole::Create { name: format!("demo-{}-defender-exec", short_hash(&["uid-demo"], 8)) });
+        assert_eq!(
+            s.execution_role,
+            ExecutionRole::Create { name: format!("demo-{}-defender-exec", short_hash(&["uid-demo"], 8)) }
+        );
         assert_eq!(d.secret_deletion, SecretDeletion::RecoveryWindow(7));
 
         let mut edd = fixtures::sample("demo");

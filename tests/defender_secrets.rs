@@ -24,7 +24,8 @@ fn count(h: &Harness, key: &str) -> u64 {
 /// Every revision of `family` (ACTIVE and INACTIVE), as the API describes it, in full.
 async fn revisions(aws: &sandbox::world::AwsClientsForTests, family: &str) -> Vec<String> {
     let mut out = vec![];
-    for status in [aws_sdk_ecs::types::TaskDefinitionStatus::Active, aws_sdk_ecs::types::TaskDefinitionStatus::Inactive] {
+    for status in [aws_sdk_ecs::types::TaskDefinitionStatus::Active, aws_sdk_ecs::types::TaskDefinitionStatus::Inactive]
+    {
         let list = aws.ecs.list_task_definitions().family_prefix(family).status(status).send().await.unwrap();
         for arn in list.task_definition_arns() {
             let td = aws.ecs.describe_task_definition().task_definition(arn).send().await.unwrap();
@@ -93,10 +94,12 @@ async fn the_bundle_lives_in_secrets_manager_and_in_no_revision() {
     let role_name = role_arn.rsplit('/').next().unwrap().to_string();
     let role = aws.iam.get_role().role_name(&role_name).send().await.unwrap();
     assert_eq!(role.role().unwrap().path(), "/ecs-defender/");
-    let policy = aws.iam.get_role_policy().role_name(&role_name).policy_name("read-install-bundle").send().await.unwrap();
+    let policy =
+        aws.iam.get_role_policy().role_name(&role_name).policy_name("read-install-bundle").send().await.unwrap();
     let doc = policy.policy_document();
-    let doc: serde_json::Value = serde_json::from_str(doc)
-        .unwrap_or_else(|_| serde_json::from_str(&url::form_urlencoded::parse(format!("x={doc}").as_bytes()).next().unwrap().1).unwrap());
+    let doc: serde_json::Value = serde_json::from_str(doc).unwrap_or_else(|_| {
+        serde_json::from_str(&url::form_urlencoded::parse(format!("x={doc}").as_bytes()).next().unwrap().1).unwrap()
+    });
     assert_eq!(doc["Statement"][0]["Action"], "secretsmanager:GetSecretValue");
     assert_eq!(doc["Statement"][0]["Resource"], recorded.arn.as_str(), "exactly that secret");
 
@@ -151,7 +154,9 @@ async fn a_console_upgrade_updates_the_secret_and_rolls_the_defenders_an_unchang
     let before_secret = before.defender_secret.clone().unwrap();
     // Resyncs of an unchanged Console: no new revision, no secret write.
     let n0 = reconciles(&h);
-    eventually(Duration::from_secs(30), || async { (reconciles(&h) >= n0 + 3.0).then_some(()) }).await.expect("resyncs");
+    eventually(Duration::from_secs(30), || async { (reconciles(&h) >= n0 + 3.0).then_some(()) })
+        .await
+        .expect("resyncs");
     assert_eq!(count(&h, "ecs:RegisterTaskDefinition"), 1);
     assert_eq!(count(&h, "secretsmanager:PutSecretValue"), 1);
 

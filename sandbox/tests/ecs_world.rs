@@ -795,7 +795,8 @@ fn may_read(secret_arn: &str) -> serde_json::Value {
 async fn stopped_reason(env: &Env, cluster: &str, task_definition: &str) -> String {
     wait_for(TIMEOUT, "a stopped task", || async {
         let mut arns = Vec::new();
-        let resp = env.moto_ecs.list_tasks().cluster(cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped);
+        let resp =
+            env.moto_ecs.list_tasks().cluster(cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped);
         arns.extend(resp.send().await.unwrap().task_arns().iter().cloned());
         if arns.is_empty() {
             return None;
@@ -839,7 +840,8 @@ async fn a_secret_that_cannot_be_fetched_stops_the_task_and_its_defender_never_c
     //    Manager finds no such secret. (A role allowed the right ARN only is denied first, as IAM
     //    decides before Secrets Manager looks.)
     let wrong = format!("{}-XXXXXX", secret_arn.rsplit_once('-').unwrap().0);
-    let any_of_ours = execution_role(&iam, "wide", Some(may_read("arn:aws:secretsmanager:*:*:secret:ecs-defender/*"))).await;
+    let any_of_ours =
+        execution_role(&iam, "wide", Some(may_read("arn:aws:secretsmanager:*:*:secret:ecs-defender/*"))).await;
     let (td1, _) = secret_task_definition(&env, &console, &wrong, &any_of_ours).await;
     env.ecs
         .create_service()
@@ -904,10 +906,8 @@ async fn a_forced_new_deployment_restarts_the_defenders_with_the_secrets_new_val
         .send()
         .await
         .unwrap();
-    wait_for(Duration::from_secs(30), "two Defenders", || async {
-        (recorder.connected().len() == 2).then_some(())
-    })
-    .await;
+    wait_for(Duration::from_secs(30), "two Defenders", || async { (recorder.connected().len() == 2).then_some(()) })
+        .await;
     // A Console upgrade: a new bundle in the secret; running tasks keep what they started with.
     console.set_version("34.04.200");
     let new = console.install_bundle(sandbox::console::CENTRAL_CONSOLE);

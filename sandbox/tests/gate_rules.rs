@@ -437,10 +437,17 @@ async fn container_secrets_without_an_execution_role_are_refused() {
             .name("d")
             .image("registry.example.com/defender:1")
             .memory(256)
-            .secrets(Secret::builder().name("INSTALL_BUNDLE").value_from("arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf").build().unwrap())
+            .secrets(
+                Secret::builder()
+                    .name("INSTALL_BUNDLE")
+                    .value_from("arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf")
+                    .build()
+                    .unwrap(),
+            )
             .build()
     };
-    let err = env.ecs.register_task_definition().family("d").container_definitions(container()).send().await.unwrap_err();
+    let err =
+        env.ecs.register_task_definition().family("d").container_definitions(container()).send().await.unwrap_err();
     let err = err.into_service_error();
     assert_eq!(err.code(), Some("ClientException"), "{err:?}");
     assert!(err.message().unwrap().contains("'executionRoleArn'"), "{err:?}");

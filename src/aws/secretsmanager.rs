@@ -54,20 +54,20 @@ fn is_not_found(e: &AwsError) -> bool {
 impl AwsClients {
     /// The secret by name (or ARN), with its versions and tags; `None` when there is none.
     pub async fn describe_secret(&self, id: &str) -> Result<Option<Secret>, AwsError> {
-        let out = match self.finish(
-            "secretsmanager:DescribeSecret",
-            self.secretsmanager.describe_secret().secret_id(id).send().await,
-        ) {
+        let out = match self
+            .finish("secretsmanager:DescribeSecret", self.secretsmanager.describe_secret().secret_id(id).send().await)
+        {
             Ok(out) => out,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let stages = out.version_ids_to_stages();
-        let mut versions: Vec<String> =
-            stages.map(|m| m.iter().filter(|(_, s)| !s.is_empty()).map(|(v, _)| v.clone()).collect()).unwrap_or_default();
+        let mut versions: Vec<String> = stages
+            .map(|m| m.iter().filter(|(_, s)| !s.is_empty()).map(|(v, _)| v.clone()).collect())
+            .unwrap_or_default();
         versions.sort();
-        let current_version = stages
-            .and_then(|m| m.iter().find(|(_, s)| s.iter().any(|s| s == CURRENT_STAGE)).map(|(v, _)| v.clone()));
+        let current_version =
+            stages.and_then(|m| m.iter().find(|(_, s)| s.iter().any(|s| s == CURRENT_STAGE)).map(|(v, _)| v.clone()));
         Ok(Some(Secret {
             arn: out.arn().unwrap_or_default().to_string(),
             name: out.name().unwrap_or_default().to_string(),

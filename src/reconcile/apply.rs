@@ -129,9 +129,10 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
         }
         Action::PutSecretValue { arn, name, version_id, value } => {
             aws.put_secret_value(arn, version_id, value).await?;
-            applied
-                .done
-                .push((action.name(), format!("stored the Console's install bundle in secret {name} as version {version_id}")));
+            applied.done.push((
+                action.name(),
+                format!("stored the Console's install bundle in secret {name} as version {version_id}"),
+            ));
         }
         Action::CreateExecutionRole(role) => {
             aws.create_role(role).await?;
@@ -141,7 +142,9 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
             aws.put_role_policy(role, EXECUTION_ROLE_POLICY, document).await?;
             applied.done.push((
                 action.name(),
-                format!("allowed execution role {role} to read the install bundle's secret (policy {EXECUTION_ROLE_POLICY})"),
+                format!(
+                    "allowed execution role {role} to read the install bundle's secret (policy {EXECUTION_ROLE_POLICY})"
+                ),
             ));
         }
         Action::Remove(a) => {

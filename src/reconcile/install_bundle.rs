@@ -110,7 +110,8 @@ mod tests {
     use super::*;
     use crate::reconcile::observe::build_generated;
 
-    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecs-defender/demo-1a2b3c4d/install-bundle-AbCdEf";
+    const ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecs-defender/demo-1a2b3c4d/install-bundle-AbCdEf";
     const ROLE: &str = "arn:aws:iam::123456789012:role/ecs-defender/demo-1a2b3c4d-defender-exec";
 
     fn console_output(bundle: &str) -> GeneratedTaskDefinition {
@@ -169,7 +170,8 @@ mod tests {
         assert_eq!(a.definition, b.definition);
         let (c, _) = rewrite_for_secrets_manager(&console_output("b1"), &format!("{ARN}x"), ROLE).unwrap();
         assert_ne!(a.digest, c.digest, "another secret is another revision");
-        let (d, _) = rewrite_for_secrets_manager(&console_output("b1"), ARN, "arn:aws:iam::123456789012:role/x").unwrap();
+        let (d, _) =
+            rewrite_for_secrets_manager(&console_output("b1"), ARN, "arn:aws:iam::123456789012:role/x").unwrap();
         assert_ne!(a.digest, d.digest, "another execution role is another revision");
         // Rewriting is stable: the same input, the same digest.
         assert_eq!(rewrite_for_secrets_manager(&console_output("b1"), ARN, ROLE).unwrap().0.digest, a.digest);

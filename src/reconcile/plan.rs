@@ -31,10 +31,7 @@ use crate::{
     },
     crd::{DefenderSecretStatus, OwnedResources, RolloutStrategy, WorkerKind, conditions as c},
     prisma::Defender,
-    validate::{
-        Desired, DesiredSecret, DesiredWorkers, EXECUTION_ROLE_PATH, ExecutionRole,
-        client_token, short_hash,
-    },
+    validate::{Desired, DesiredSecret, DesiredWorkers, EXECUTION_ROLE_PATH, ExecutionRole, client_token, short_hash},
 };
 
 /// One idempotent change in AWS.
@@ -826,10 +823,12 @@ impl<'a> Planner<'a> {
             // The Console generates exactly what is registered: no new revision, only the record.
             // A new bundle in the secret reaches the Defenders when they restart: restart them
             // first, so a crash before the record repeats both.
-            let new_bundle = defender_secret.is_some() && td.tags.get(tags::SECRET_VERSION) != tags.get(tags::SECRET_VERSION);
-            let service = o.service.as_ref().filter(|s| {
-                s.status == "ACTIVE" && owned_by(&s.tags, &d.uid) && s.task_definition == td.arn
-            });
+            let new_bundle =
+                defender_secret.is_some() && td.tags.get(tags::SECRET_VERSION) != tags.get(tags::SECRET_VERSION);
+            let service = o
+                .service
+                .as_ref()
+                .filter(|s| s.status == "ACTIVE" && owned_by(&s.tags, &d.uid) && s.task_definition == td.arn);
             if let (true, Some(s)) = (new_bundle, service) {
                 self.actions.push(Action::UpdateService {
                     cluster: d.cluster_name.clone(),
@@ -958,7 +957,9 @@ impl<'a> Planner<'a> {
                 if o.execution_role_policy.is_some() {
                     self.note_drift(
                         "ResetExecutionRolePolicy",
-                        format!("the policy of execution role {name} was changed outside the operator; setting it back"),
+                        format!(
+                            "the policy of execution role {name} was changed outside the operator; setting it back"
+                        ),
                     );
                 }
                 self.actions.push(Action::PutExecutionRolePolicy { role: name.clone(), document: wanted.to_string() });
@@ -2217,7 +2218,10 @@ mod tests {
         let p = plan(&desired(), &before_secrets());
         assert_eq!(names(&p), ["CreateSecret", "CreateExecutionRole"]);
         assert!(p.needs.is_empty(), "no Console call before the secret exists: {:?}", p.needs);
-        assert_eq!((p.steps.task_definition.state, p.steps.task_definition.reason), (StepState::Progressing, "CreatingSecret"));
+        assert_eq!(
+            (p.steps.task_definition.state, p.steps.task_definition.reason),
+            (StepState::Progressing, "CreatingSecret")
+        );
         let Action::CreateSecret { name, tags, .. } = &p.actions[0] else { unreachable!() };
         assert_eq!(name, &secret_name());
         assert!(name.starts_with("ecs-defender/demo-") && name.ends_with("/install-bundle"), "{name}");
@@ -2237,7 +2241,8 @@ mod tests {
     #[test]
     fn once_both_exist_the_bundle_goes_to_the_secret_and_the_revision_refers_to_it() {
         let mut o = before_secrets();
-        o.defender_secret = Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
+        o.defender_secret =
+            Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
         o.execution_role = Some(role());
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["PutExecutionRolePolicy"], "the role may read the secret, whatever else waits");
@@ -2374,7 +2379,10 @@ mod tests {
         o.defender_secret = Some(Secret { tags: Tags::new(), ..secret_holding(&generated(VERSION)) });
         let p = plan(&desired(), &o);
         assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert_eq!((p.steps.task_definition.state, p.steps.task_definition.reason), (StepState::Failed, "SecretNotOwned"));
+        assert_eq!(
+            (p.steps.task_definition.state, p.steps.task_definition.reason),
+            (StepState::Failed, "SecretNotOwned")
+        );
         let mut o = before_secrets();
         o.defender_secret = Some(secret_holding(&generated(VERSION)));
         o.execution_role = Some(crate::aws::iam::Role { tags: Tags::new(), ..role() });
@@ -2392,7 +2400,8 @@ mod tests {
         let mut o = before_secrets();
         let p = plan(&d, &o);
         assert_eq!(names(&p), ["CreateSecret"], "no role of ours");
-        o.defender_secret = Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
+        o.defender_secret =
+            Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
         o.console_version = Some(VERSION.into());
         o.generated = Some(generated(VERSION));
         let p = plan(&d, &o);
@@ -2405,10 +2414,8 @@ mod tests {
     #[test]
     fn inline_registers_the_consoles_definition_as_it_is() {
         let d = with_spec(|s| {
-            s.defender.secrets = crate::crd::DefenderSecretsSpec {
-                storage: crate::crd::SecretStorage::Inline,
-                ..Default::default()
-            }
+            s.defender.secrets =
+                crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() }
         });
         let mut o = before_secrets();
         let p = plan(&d, &o);
@@ -2433,10 +2440,8 @@ mod tests {
     #[test]
     fn a_switch_to_inline_removes_the_secret_and_role_once_the_defenders_left_them() {
         let d = with_spec(|s| {
-            s.defender.secrets = crate::crd::DefenderSecretsSpec {
-                storage: crate::crd::SecretStorage::Inline,
-                ..Default::default()
-            }
+            s.defender.secrets =
+                crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() }
         });
         let mut o = converged();
         o.defender_secret = None;
@@ -2473,7 +2478,11 @@ mod tests {
                 Action::Remove(TeardownAction::DeleteExecutionRole { name: role_name() }),
             ]
         );
-        o.stale = Some(Stale { gone_secrets: vec![secret_name()], gone_execution_roles: vec![role_name()], ..Default::default() });
+        o.stale = Some(Stale {
+            gone_secrets: vec![secret_name()],
+            gone_execution_roles: vec![role_name()],
+            ..Default::default()
+        });
         let p = plan(&d, &o);
         assert!(p.owned.secrets.is_empty() && p.owned.execution_roles.is_empty(), "{:?}", p.owned);
     }

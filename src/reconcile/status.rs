@@ -204,10 +204,9 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, plan
         s.defender_secret = None;
     } else if let Some(td) = o.task_definition.as_ref().filter(|td| owned_by(&td.tags, uid)) {
         s.defender_secret = match &td.bundle {
-            BundleSource::Secret(arn) => Some(DefenderSecretStatus {
-                arn: arn.clone(),
-                version_id: td.tags.get(tags::SECRET_VERSION).cloned(),
-            }),
+            BundleSource::Secret(arn) => {
+                Some(DefenderSecretStatus { arn: arn.clone(), version_id: td.tags.get(tags::SECRET_VERSION).cloned() })
+            }
             _ => None,
         };
     }

@@ -134,16 +134,36 @@ pub struct TeardownObserved {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TeardownAction {
-    DeleteService { cluster: String, name: String },
-    DeregisterTaskDefinition { arn: String },
-    DeleteAutoScalingGroup { name: String },
-    DeleteLaunchTemplate { id: String, name: String },
-    DeleteLaunchConfiguration { name: String },
-    DeleteCluster { name: String },
+    DeleteService {
+        cluster: String,
+        name: String,
+    },
+    DeregisterTaskDefinition {
+        arn: String,
+    },
+    DeleteAutoScalingGroup {
+        name: String,
+    },
+    DeleteLaunchTemplate {
+        id: String,
+        name: String,
+    },
+    DeleteLaunchConfiguration {
+        name: String,
+    },
+    DeleteCluster {
+        name: String,
+    },
     /// With a recovery window, or at once (`forceDeleteWithoutRecovery`).
-    DeleteSecret { arn: String, name: String, deletion: SecretDeletion },
+    DeleteSecret {
+        arn: String,
+        name: String,
+        deletion: SecretDeletion,
+    },
     /// Its inline policy, then the role.
-    DeleteExecutionRole { name: String },
+    DeleteExecutionRole {
+        name: String,
+    },
 }
 
 impl TeardownAction {
@@ -462,7 +482,11 @@ mod tests {
             deleted: false,
             tags: ours(),
         };
-        let role = Role { arn: "arn:aws:iam::123456789012:role/ecs-defender/r".into(), name: t.execution_roles[0].clone(), tags: ours() };
+        let role = Role {
+            arn: "arn:aws:iam::123456789012:role/ecs-defender/r".into(),
+            name: t.execution_roles[0].clone(),
+            tags: ours(),
+        };
         let td = TaskDefinition { arn: "arn:td:1".into(), active: true, tags: ours(), ..Default::default() };
         let mut o = TeardownObserved {
             task_definitions: vec![td],
@@ -471,12 +495,19 @@ mod tests {
             auto_scaling_groups: vec![group("a", None)],
             ..Default::default()
         };
-        assert_eq!(plan_teardown(&t, &o).actions, [TeardownAction::DeregisterTaskDefinition { arn: "arn:td:1".into() }]);
+        assert_eq!(
+            plan_teardown(&t, &o).actions,
+            [TeardownAction::DeregisterTaskDefinition { arn: "arn:td:1".into() }]
+        );
         o.task_definitions.clear();
         assert_eq!(
             plan_teardown(&t, &o).actions,
             [
-                TeardownAction::DeleteSecret { arn: secret.arn.clone(), name: secret.name.clone(), deletion: SecretDeletion::Force },
+                TeardownAction::DeleteSecret {
+                    arn: secret.arn.clone(),
+                    name: secret.name.clone(),
+                    deletion: SecretDeletion::Force
+                },
                 TeardownAction::DeleteExecutionRole { name: role.name.clone() },
             ]
         );
@@ -491,10 +522,8 @@ mod tests {
     #[test]
     fn an_inline_resource_needs_no_secrets_manager_to_go() {
         let mut edd = fixtures::sample("demo");
-        edd.spec.defender.secrets = crate::crd::DefenderSecretsSpec {
-            storage: crate::crd::SecretStorage::Inline,
-            ..Default::default()
-        };
+        edd.spec.defender.secrets =
+            crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() };
         let t = TeardownTargets::of(&edd);
         assert!(t.secrets.is_empty() && t.execution_roles.is_empty(), "{t:?}");
     }

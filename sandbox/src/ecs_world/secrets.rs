@@ -175,8 +175,8 @@ mod tests {
     fn allow_needed_deny_wins() {
         let allow = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": ARN}]});
         assert!(allows(std::slice::from_ref(&allow), GET_SECRET_VALUE, ARN));
-        assert!(!allows(&[allow.clone()], GET_SECRET_VALUE, &format!("{ARN}x")), "another secret");
-        assert!(!allows(&[allow.clone()], "secretsmanager:PutSecretValue", ARN), "another action");
+        assert!(!allows(std::slice::from_ref(&allow), GET_SECRET_VALUE, &format!("{ARN}x")), "another secret");
+        assert!(!allows(std::slice::from_ref(&allow), "secretsmanager:PutSecretValue", ARN), "another action");
         assert!(!allows(&[], GET_SECRET_VALUE, ARN), "no policy, no access");
         let wide = json!({"Statement": {"Effect": "Allow", "Action": ["secretsmanager:*"], "Resource": "*"}});
         assert!(allows(std::slice::from_ref(&wide), GET_SECRET_VALUE, ARN), "a single statement object");
@@ -200,7 +200,10 @@ mod tests {
             fetch_failed(ARN, "ResourceNotFoundException", "Secrets Manager can't find the specified secret."),
             no_execution_role(ARN),
         ] {
-            assert!(reason.starts_with("ResourceInitializationError: unable to pull secrets or registry auth: "), "{reason}");
+            assert!(
+                reason.starts_with("ResourceInitializationError: unable to pull secrets or registry auth: "),
+                "{reason}"
+            );
         }
         assert!(access_denied("1", "arn:aws:iam::1:role/p/x", ARN).contains("assumed-role/x/"));
     }

@@ -741,7 +741,8 @@ mod tests {
     #[test]
     fn container_secrets_need_an_execution_role() {
         let td = |role: Option<&str>| {
-            let mut v = json!({"containerDefinitions": [{"name": "d", "secrets": [{"name": "X", "valueFrom": "arn:s"}]}]});
+            let mut v =
+                json!({"containerDefinitions": [{"name": "d", "secrets": [{"name": "X", "valueFrom": "arn:s"}]}]});
             if let Some(r) = role {
                 v["executionRoleArn"] = json!(r);
             }
