@@ -333,6 +333,8 @@ pub fn launch_configuration_name(w: &DesiredWorkers, hash: &str) -> String {
 struct BundleHolder<'a> {
     secret: &'a Secret,
     role_arn: String,
+    /// Puts the role's policy back to reading the secret, when it does not (our role only).
+    fix_policy: Option<Action>,
 }
 
 impl BundleHolder<'_> {
@@ -789,6 +791,7 @@ impl<'a> Planner<'a> {
                 && holder.as_ref().is_none_or(|h| h.holds_bundle_of(td))
         });
         if let Some(td) = current {
+            self.actions.extend(holder.and_then(|h| h.fix_policy));
             return StepReport::new(
                 StepState::Ready,
                 "Registered",
@@ -865,18 +868,31 @@ impl<'a> Planner<'a> {
     fn plan_bundle_holders(&mut self, want: &DesiredSecret) -> Result<BundleHolder<'a>, StepReport> {
         let d = self.desired;
         let o = self.observed;
+        // What belongs to someone else stalls the step before anything is created.
+        if let Some(s) = o.defender_secret.as_ref().filter(|s| !owned_by(&s.tags, &d.uid)) {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "SecretNotOwned",
+                format!(
+                    "Secrets Manager secret {} exists and was not created by this resource; delete it, or let this resource store its install bundle elsewhere (defender.secrets.storage: Inline)",
+                    s.name
+                ),
+            ));
+        }
+        if let ExecutionRole::Create { .. } = &want.execution_role
+            && let Some(r) = o.execution_role.as_ref().filter(|r| !owned_by(&r.tags, &d.uid))
+        {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "ExecutionRoleNotOwned",
+                format!(
+                    "IAM role {} exists and was not created by this resource; delete it, or name a role of yours in defender.secrets.executionRoleArn",
+                    r.name
+                ),
+            ));
+        }
         let mut creating = vec![];
         match &o.defender_secret {
-            Some(s) if !owned_by(&s.tags, &d.uid) => {
-                return Err(StepReport::new(
-                    StepState::Failed,
-                    "SecretNotOwned",
-                    format!(
-                        "Secrets Manager secret {} exists and was not created by this resource; delete it, or let this resource store its install bundle elsewhere (defender.secrets.storage: Inline)",
-                        s.name
-                    ),
-                ));
-            }
             Some(s) if s.deleted => {
                 self.note_drift(
                     "RestoreSecret",
@@ -911,16 +927,6 @@ impl<'a> Planner<'a> {
         let role_arn = match &want.execution_role {
             ExecutionRole::Given(arn) => Some(arn.clone()),
             ExecutionRole::Create { name } => match &o.execution_role {
-                Some(r) if !owned_by(&r.tags, &d.uid) => {
-                    return Err(StepReport::new(
-                        StepState::Failed,
-                        "ExecutionRoleNotOwned",
-                        format!(
-                            "IAM role {} exists and was not created by this resource; delete it, or name a role of yours in defender.secrets.executionRoleArn",
-                            r.name
-                        ),
-                    ));
-                }
                 Some(r) => Some(r.arn.clone()),
                 None => {
                     if o.recorded.owned.execution_roles.contains(name) {
@@ -951,6 +957,8 @@ impl<'a> Planner<'a> {
                 format!("creating the install bundle's {}", creating.join(" and ")),
             ));
         };
+        // Our role may read exactly this secret (put with the revision that needs it).
+        let mut fix_policy = None;
         if let ExecutionRole::Create { name } = &want.execution_role {
             let wanted = execution_role_policy(&secret.arn);
             if o.execution_role_policy.as_ref() != Some(&wanted) {
@@ -962,10 +970,10 @@ impl<'a> Planner<'a> {
                         ),
                     );
                 }
-                self.actions.push(Action::PutExecutionRolePolicy { role: name.clone(), document: wanted.to_string() });
+                fix_policy = Some(Action::PutExecutionRolePolicy { role: name.clone(), document: wanted.to_string() });
             }
         }
-        Ok(BundleHolder { secret, role_arn })
+        Ok(BundleHolder { secret, role_arn, fix_policy })
     }
 
     /// The Console's definition rewritten to take the bundle from the secret, and the bundle put in
@@ -977,6 +985,7 @@ impl<'a> Planner<'a> {
     ) -> Result<(GeneratedTaskDefinition, Option<DefenderSecretStatus>), StepReport> {
         let (rewritten, value) = rewrite_for_secrets_manager(generated, &holder.secret.arn, &holder.role_arn)
             .map_err(|why| StepReport::new(StepState::Failed, "UnexpectedTaskDefinition", why))?;
+        self.actions.extend(holder.fix_policy.clone());
         let version_id = secret_version_id(&self.desired.uid, &value, holder.secret);
         if holder.secret.current_version.as_deref() != Some(version_id.as_str()) {
             self.actions.push(Action::PutSecretValue {
@@ -2245,15 +2254,15 @@ mod tests {
             Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
         o.execution_role = Some(role());
         let p = plan(&desired(), &o);
-        assert_eq!(names(&p), ["PutExecutionRolePolicy"], "the role may read the secret, whatever else waits");
+        assert!(p.actions.is_empty());
         assert_eq!(needs(&p), [Need::ConsoleVersion]);
-        let Action::PutExecutionRolePolicy { role, document } = &p.actions[0] else { unreachable!() };
-        assert_eq!(role, &role_name());
-        assert_eq!(serde_json::from_str::<serde_json::Value>(document).unwrap(), execution_role_policy(SECRET_ARN));
         o.console_version = Some(VERSION.into());
         o.generated = Some(generated(VERSION));
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["PutExecutionRolePolicy", "PutSecretValue", "RegisterTaskDefinition", "CreateService"]);
+        let Action::PutExecutionRolePolicy { role, document } = &p.actions[0] else { unreachable!() };
+        assert_eq!(role, &role_name());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(document).unwrap(), execution_role_policy(SECRET_ARN));
         let Action::PutSecretValue { arn, version_id, value, .. } = &p.actions[1] else { unreachable!() };
         assert_eq!((arn.as_str(), value.0.as_str()), (SECRET_ARN, "bundle-34.03.138"));
         let Action::RegisterTaskDefinition { generated: g, tags, defender_secret, .. } = &p.actions[2] else {
@@ -2384,10 +2393,9 @@ mod tests {
             (StepState::Failed, "SecretNotOwned")
         );
         let mut o = before_secrets();
-        o.defender_secret = Some(secret_holding(&generated(VERSION)));
         o.execution_role = Some(crate::aws::iam::Role { tags: Tags::new(), ..role() });
         let p = plan(&desired(), &o);
-        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.actions.is_empty(), "no secret made for a stalled resource: {:?}", p.actions);
         assert_eq!(p.steps.task_definition.reason, "ExecutionRoleNotOwned");
     }
 
