@@ -95,7 +95,10 @@ impl TeardownTargets {
         add(&mut owned.launch_configurations, status.launch_configuration_name.clone());
         let secrets = &spec.defender.secrets;
         let owner_hash = short_hash(&[edd.metadata.uid.as_deref().unwrap_or_default()], 8);
-        if secrets.storage == SecretStorage::SecretsManager {
+        // A spec that names no execution role never got a secret made (it does not validate); a
+        // secret made under an earlier spec is in status.owned.
+        let role_named = secrets.create_execution_role || secrets.execution_role_arn.is_some();
+        if secrets.storage == SecretStorage::SecretsManager && role_named {
             add(&mut owned.secrets, Some(secret_name(&cluster, &owner_hash)));
             if secrets.create_execution_role {
                 add(&mut owned.execution_roles, Some(execution_role_name(&cluster, &owner_hash)));
@@ -524,6 +527,10 @@ mod tests {
         let mut edd = fixtures::sample("demo");
         edd.spec.defender.secrets =
             crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() };
+        let t = TeardownTargets::of(&edd);
+        assert!(t.secrets.is_empty() && t.execution_roles.is_empty(), "{t:?}");
+        // Nor one whose spec never validated (no execution role named): nothing was made.
+        edd.spec.defender.secrets = Default::default();
         let t = TeardownTargets::of(&edd);
         assert!(t.secrets.is_empty() && t.execution_roles.is_empty(), "{t:?}");
     }
