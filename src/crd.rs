@@ -312,6 +312,55 @@ pub struct DefenderSpec {
     /// Options passed to the Console's task-definition generator.
     #[serde(default)]
     pub options: DefenderOptions,
+    /// Where the Defender's install bundle (its certificates and keys, `INSTALL_BUNDLE`) is kept:
+    /// in an AWS Secrets Manager secret the operator owns (default), or in the task definition.
+    #[serde(default)]
+    pub secrets: DefenderSecretsSpec,
+}
+
+/// Where the install bundle lives, and the task execution role that lets ECS read it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.executionRoleArn) && has(self.createExecutionRole) && self.createExecutionRole)").message("defender.secrets: set executionRoleArn or createExecutionRole, not both"))]
+#[x_kube(validation = Rule::new("!(has(self.storage) && self.storage == 'Inline' && (has(self.executionRoleArn) || (has(self.createExecutionRole) && self.createExecutionRole)))").message("defender.secrets: executionRoleArn and createExecutionRole apply to storage SecretsManager only"))]
+#[x_kube(validation = Rule::new("!(has(self.recoveryWindowInDays) && has(self.forceDeleteWithoutRecovery) && self.forceDeleteWithoutRecovery)").message("defender.secrets: set recoveryWindowInDays or forceDeleteWithoutRecovery, not both"))]
+pub struct DefenderSecretsSpec {
+    /// `SecretsManager` (default): the operator stores the install bundle in a Secrets Manager
+    /// secret it owns and the task definition refers to it (`secrets[].valueFrom`), so no revision
+    /// holds it; needs `executionRoleArn` or `createExecutionRole`. `Inline`: the task definition
+    /// carries it in `environment`, as the Console generates it (for accounts without Secrets
+    /// Manager).
+    #[serde(default)]
+    pub storage: SecretStorage,
+    /// A task execution role you manage, with `secretsmanager:GetSecretValue` on the secret
+    /// (`arn:aws:secretsmanager:<region>:<account>:secret:ecs-defender/*`). The operator's own
+    /// identity needs `iam:PassRole` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
+    pub execution_role_arn: Option<String>,
+    /// `true`: the operator creates the task execution role (path `/ecs-defender/`), trusted by
+    /// `ecs-tasks.amazonaws.com` and allowed exactly `secretsmanager:GetSecretValue` on the
+    /// secret, and deletes it with the resource.
+    #[serde(default)]
+    pub create_execution_role: bool,
+    /// Days Secrets Manager keeps the deleted secret recoverable when the resource is deleted
+    /// (7 to 30). Default: 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 7, max = 30))]
+    pub recovery_window_in_days: Option<i32>,
+    /// `true`: delete the secret at once when the resource is deleted, without a recovery window.
+    #[serde(default)]
+    pub force_delete_without_recovery: bool,
+}
+
+/// Where the install bundle is kept.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SecretStorage {
+    /// A Secrets Manager secret owned by the operator, injected by ECS at task start.
+    #[default]
+    SecretsManager,
+    /// The task definition's `environment`, in plain text (as the Console generates it).
+    Inline,
 }
 
 /// The Prisma Cloud Compute Console's API.
@@ -467,6 +516,10 @@ pub struct EcsDefenderDeploymentStatus {
     /// The Defender image of the task definition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defender_image: Option<String>,
+    /// The Secrets Manager secret holding the install bundle, and the version of it the current
+    /// revision's Defenders were started with (storage `SecretsManager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defender_secret: Option<DefenderSecretStatus>,
     /// The DAEMON service's ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_arn: Option<String>,
@@ -493,7 +546,18 @@ pub struct EcsDefenderDeploymentStatus {
     pub owned: OwnedResources,
 }
 
-/// Names of what a resource created in AWS (within its region and cluster).
+/// The install bundle's secret as the current revision uses it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefenderSecretStatus {
+    /// The secret's ARN (what the task definition's `valueFrom` names).
+    pub arn: String,
+    /// The secret version (`VersionId`) the current revision's Defenders were started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// Names of what a resource created in AWS (within its region and cluster; IAM roles account-wide).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedResources {
@@ -510,6 +574,12 @@ pub struct OwnedResources {
     pub launch_templates: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launch_configurations: Vec<String>,
+    /// Secrets Manager secrets (the install bundle's), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// IAM task execution roles, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execution_roles: Vec<String>,
 }
 
 impl OwnedResources {

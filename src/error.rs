@@ -19,9 +19,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{step}: {message}")]
     Stalled { step: &'static str, message: String },
-    /// An error the status already reports (written by the pipeline): not written again.
-    #[error(transparent)]
-    Reported(Box<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,7 +39,6 @@ impl Error {
             Error::Console(_) => "ConsoleError",
             Error::Kube(_) => "KubeApiError",
             Error::Stalled { step, .. } => step,
-            Error::Reported(e) => e.category(),
         }
     }
 
@@ -52,7 +48,6 @@ impl Error {
             Error::Aws(e) => e.transient,
             Error::Console(e) => e.is_transient(),
             Error::Kube(_) => true,
-            Error::Reported(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -61,7 +56,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Console(e) => e.retry_after(),
-            Error::Reported(e) => e.retry_after(),
             _ => None,
         }
     }

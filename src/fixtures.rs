@@ -5,7 +5,8 @@ use kube::api::ObjectMeta;
 use crate::crd::*;
 
 /// A resource like `examples/sample.yaml`: workers with the guide's defaults, a Console at
-/// `https://127.0.0.1:8083` with credentials in the Secret `pc-console`.
+/// `https://127.0.0.1:8083` with credentials in the Secret `pc-console`, the install bundle in
+/// Secrets Manager read by an execution role the operator creates.
 pub fn sample(name: &str) -> EcsDefenderDeployment {
     let spec: EcsDefenderDeploymentSpec = serde_json::from_value(serde_json::json!({
         "region": "us-east-1",
@@ -14,7 +15,8 @@ pub fn sample(name: &str) -> EcsDefenderDeployment {
             "console": {
                 "url": "https://127.0.0.1:8083",
                 "credentialsSecretRef": {"name": "pc-console"}
-            }
+            },
+            "secrets": {"createExecutionRole": true}
         }
     }))
     .expect("sample spec deserializes");

@@ -3,8 +3,8 @@
 //! call. Every problem is reported at once, in words the user can act on.
 
 use crate::{
-    aws::{Tags, tags},
-    crd::{DeletionPolicy, EcsDefenderDeployment, RolloutStrategy, WorkerKind},
+    aws::{Tags, secretsmanager::SecretDeletion, tags},
+    crd::{DeletionPolicy, EcsDefenderDeployment, RolloutStrategy, SecretStorage, WorkerKind},
 };
 use sha2::{Digest, Sha256};
 
@@ -35,6 +35,10 @@ pub struct Desired {
     /// The spec's progress deadline, when it sets one (else the operator's default).
     pub progress_deadline_seconds: Option<i64>,
     pub console: ConsoleSettings,
+    /// Where the install bundle is kept.
+    pub secrets: DesiredSecrets,
+    /// How a secret of ours is deleted (teardown, or after a switch to `Inline`).
+    pub secret_deletion: SecretDeletion,
     pub deletion_policy: DeletionPolicy,
     pub suspend: bool,
     /// Ownership tags put on everything created.
@@ -48,6 +52,65 @@ pub struct ConsoleSettings {
     pub ca_bundle_secret: Option<String>,
     pub insecure_skip_tls_verify: bool,
     pub project: Option<String>,
+}
+
+/// Where the install bundle is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DesiredSecrets {
+    /// In the task definition, as the Console generates it.
+    Inline,
+    /// In a Secrets Manager secret of ours, read by ECS with the execution role.
+    SecretsManager(DesiredSecret),
+}
+
+impl DesiredSecrets {
+    pub fn secrets_manager(&self) -> Option<&DesiredSecret> {
+        match self {
+            DesiredSecrets::SecretsManager(s) => Some(s),
+            DesiredSecrets::Inline => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredSecret {
+    /// The secret's name ([`secret_name`]).
+    pub name: String,
+    pub execution_role: ExecutionRole,
+}
+
+/// The task execution role that lets ECS read the secret.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecutionRole {
+    /// The user's role, by ARN.
+    Given(String),
+    /// Ours: created (and deleted) by the operator, under [`EXECUTION_ROLE_PATH`].
+    Create { name: String },
+}
+
+/// Every secret the operator creates is named under this prefix (the IAM policy scopes to it).
+pub const SECRET_PREFIX: &str = "ecs-defender/";
+/// Every execution role the operator creates has this path (the IAM policy scopes to it).
+pub const EXECUTION_ROLE_PATH: &str = "/ecs-defender/";
+/// The one inline policy of an execution role we create.
+pub const EXECUTION_ROLE_POLICY: &str = "read-install-bundle";
+/// Secrets Manager's shortest recovery window, used unless the spec says otherwise.
+pub const DEFAULT_RECOVERY_WINDOW_DAYS: i64 = 7;
+
+/// The install bundle's secret: `ecs-defender/<cluster>-<owner hash>/install-bundle` (regional,
+/// like the cluster; the owner hash keeps a re-created resource clear of a secret still in its
+/// recovery window).
+pub fn secret_name(cluster: &str, owner_hash: &str) -> String {
+    format!("{SECRET_PREFIX}{cluster}-{owner_hash}/install-bundle")
+}
+
+/// The execution role we create: `<cluster>-<owner hash>-defender-exec`, cut to IAM's 64
+/// characters (roles are account-wide; the owner hash keeps regions and resources apart).
+pub fn execution_role_name(cluster: &str, owner_hash: &str) -> String {
+    let suffix = format!("-{owner_hash}-defender-exec");
+    let room = 64usize.saturating_sub(suffix.len());
+    let stem: String = cluster.chars().take(room).collect();
+    format!("{stem}{suffix}")
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -301,6 +364,8 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
             Err(_) => problems.push(format!("aws.endpointUrl {ep:?} is not a URL")),
         }
     }
+    let owner_hash = short_hash(&[&uid], 8);
+    let secrets = build_secrets(edd, &cluster_name, &owner_hash, &mut problems);
 
     if !problems.is_empty() {
         return Err(InvalidSpec(problems));
@@ -315,9 +380,19 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
     let service_name =
         spec.service.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| default_defender_name(&cluster_name));
     let generator_options = build_generator_options(edd, &console_address, &task_family);
-    // serde_json's map is ordered by key, so this serialization is canonical.
-    let generator_inputs_hash =
-        short_hash(&[&serde_json::to_string(&generator_options).expect("JSON value serializes")], 64);
+    // serde_json's map is ordered by key, so this serialization is canonical. Where the bundle
+    // goes shapes the registered revision too; `Inline` hashes as before it existed.
+    let options_json = serde_json::to_string(&generator_options).expect("JSON value serializes");
+    let generator_inputs_hash = match &secrets {
+        DesiredSecrets::Inline => short_hash(&[&options_json], 64),
+        DesiredSecrets::SecretsManager(s) => {
+            let role = match &s.execution_role {
+                ExecutionRole::Given(arn) => format!("role={arn}"),
+                ExecutionRole::Create { name } => format!("create={name}"),
+            };
+            short_hash(&[&options_json, "secrets-manager", &s.name, &role], 64)
+        }
+    };
     let mut tags = Tags::new();
     tags.insert(tags::OWNER.into(), uid.clone());
     tags.insert(tags::RESOURCE.into(), format!("{namespace}/{name}"));
@@ -346,6 +421,8 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
             insecure_skip_tls_verify: console.insecure_skip_tls_verify,
             project: console.project.clone().filter(|p| !p.is_empty()),
         },
+        secrets,
+        secret_deletion: secret_deletion(&spec.defender.secrets),
         deletion_policy: spec.deletion_policy,
         suspend: spec.suspend,
         tags,
@@ -353,6 +430,88 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
         namespace,
         name,
     })
+}
+
+/// How the spec asks a secret of ours to be deleted (read as it is, valid or not: teardown uses it).
+pub fn secret_deletion(spec: &crate::crd::DefenderSecretsSpec) -> SecretDeletion {
+    if spec.force_delete_without_recovery {
+        SecretDeletion::Force
+    } else {
+        SecretDeletion::RecoveryWindow(
+            spec.recovery_window_in_days.map(i64::from).unwrap_or(DEFAULT_RECOVERY_WINDOW_DAYS).clamp(7, 30),
+        )
+    }
+}
+
+/// Where the install bundle goes, with every contradiction in `defender.secrets` reported.
+fn build_secrets(
+    edd: &EcsDefenderDeployment,
+    cluster: &str,
+    owner_hash: &str,
+    problems: &mut Vec<String>,
+) -> DesiredSecrets {
+    let s = &edd.spec.defender.secrets;
+    let role_arn = s.execution_role_arn.clone().filter(|a| !a.is_empty());
+    if let Some(arn) = &role_arn
+        && !is_role_arn(arn)
+    {
+        problems.push(format!(
+            "defender.secrets.executionRoleArn {arn:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+        ));
+    }
+    if let Some(days) = s.recovery_window_in_days
+        && !(7..=30).contains(&days)
+    {
+        problems.push(format!("defender.secrets.recoveryWindowInDays ({days}) must be between 7 and 30"));
+    }
+    if s.recovery_window_in_days.is_some() && s.force_delete_without_recovery {
+        problems.push("defender.secrets: set recoveryWindowInDays or forceDeleteWithoutRecovery, not both".to_string());
+    }
+    match s.storage {
+        SecretStorage::Inline => {
+            if role_arn.is_some() || s.create_execution_role {
+                problems.push(
+                    "defender.secrets: executionRoleArn and createExecutionRole apply to storage SecretsManager only; \
+                     with storage Inline the task definition needs no execution role"
+                        .to_string(),
+                );
+            }
+            DesiredSecrets::Inline
+        }
+        SecretStorage::SecretsManager => {
+            let execution_role = match (role_arn, s.create_execution_role) {
+                (Some(arn), false) => ExecutionRole::Given(arn),
+                (None, true) => ExecutionRole::Create { name: execution_role_name(cluster, owner_hash) },
+                (Some(arn), true) => {
+                    problems
+                        .push("defender.secrets: set executionRoleArn or createExecutionRole, not both".to_string());
+                    ExecutionRole::Given(arn)
+                }
+                (None, false) => {
+                    problems.push(
+                        "defender.secrets: storage SecretsManager (the default) needs a task execution role that can read \
+                         the install bundle's secret: set defender.secrets.createExecutionRole: true to let the operator \
+                         create one, or defender.secrets.executionRoleArn to a role you manage; or set \
+                         defender.secrets.storage: Inline to keep the bundle in the task definition"
+                            .to_string(),
+                    );
+                    ExecutionRole::Create { name: execution_role_name(cluster, owner_hash) }
+                }
+            };
+            DesiredSecrets::SecretsManager(DesiredSecret { name: secret_name(cluster, owner_hash), execution_role })
+        }
+    }
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty())
 }
 
 /// The `EcsTaskDefinitionOptions` body, as the Console's UI sends it, with the spec's options.
@@ -521,6 +680,66 @@ mod tests {
         let problems = validate(&edd).unwrap_err().0;
         let has = |what: &str| problems.iter().any(|p| p.contains(what));
         assert!(has("ECS_CLUSTER") && has("proxy.httpProxy must be one line") && has("proxy.noProxy"), "{problems:#?}");
+    }
+
+    #[test]
+    fn the_bundle_goes_to_secrets_manager_by_default_and_needs_a_role() {
+        let d = validate(&fixtures::sample("demo")).unwrap();
+        let s = d.secrets.secrets_manager().expect("SecretsManager is the default");
+        assert_eq!(s.name, format!("ecs-defender/demo-{}/install-bundle", short_hash(&["uid-demo"], 8)));
+        assert_eq!(
+            s.execution_role,
+            ExecutionRole::Create { name: format!("demo-{}-defender-exec", short_hash(&["uid-demo"], 8)) }
+        );
+        assert_eq!(d.secret_deletion, SecretDeletion::RecoveryWindow(7));
+
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.secrets = Default::default();
+        let err = validate(&edd).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].contains("createExecutionRole: true") && err.0[0].contains("storage: Inline"), "{err}");
+    }
+
+    #[test]
+    fn contradictions_in_secrets_are_reported() {
+        let mut edd = fixtures::sample("demo");
+        let s = &mut edd.spec.defender.secrets;
+        s.execution_role_arn = Some("arn:aws:iam::123456789012:role/mine".into());
+        s.recovery_window_in_days = Some(3);
+        s.force_delete_without_recovery = true;
+        let err = validate(&edd).unwrap_err().to_string();
+        assert!(err.contains("set executionRoleArn or createExecutionRole, not both"), "{err}");
+        assert!(err.contains("recoveryWindowInDays (3) must be between 7 and 30"), "{err}");
+        assert!(err.contains("set recoveryWindowInDays or forceDeleteWithoutRecovery, not both"), "{err}");
+
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.secrets.storage = crate::crd::SecretStorage::Inline;
+        let err = validate(&edd).unwrap_err().to_string();
+        assert!(err.contains("apply to storage SecretsManager only"), "{err}");
+        edd.spec.defender.secrets.create_execution_role = false;
+        assert_eq!(validate(&edd).unwrap().secrets, DesiredSecrets::Inline);
+
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.secrets.create_execution_role = false;
+        edd.spec.defender.secrets.execution_role_arn = Some("mine".into());
+        let err = validate(&edd).unwrap_err().to_string();
+        assert!(err.contains("is not an IAM role ARN"), "{err}");
+        edd.spec.defender.secrets.execution_role_arn = Some("arn:aws:iam::123456789012:role/path/mine".into());
+        edd.spec.defender.secrets.force_delete_without_recovery = true;
+        let d = validate(&edd).unwrap();
+        assert_eq!(
+            d.secrets.secrets_manager().unwrap().execution_role,
+            ExecutionRole::Given("arn:aws:iam::123456789012:role/path/mine".into())
+        );
+        assert_eq!(d.secret_deletion, SecretDeletion::Force);
+    }
+
+    #[test]
+    fn execution_role_names_fit_iam() {
+        let long = "c".repeat(255);
+        let name = execution_role_name(&long, "1a2b3c4d");
+        assert_eq!(name.len(), 64);
+        assert!(name.ends_with("-1a2b3c4d-defender-exec"));
     }
 
     #[test]

@@ -218,8 +218,12 @@ async fn deletion_after_a_partial_create_removes_what_exists() {
     })
     .await
     .expect("launch template created and the group attempted");
-    let retrying = h.condition("partial", "Reconciling").await.unwrap();
-    assert_eq!((retrying.status.as_str(), retrying.reason.as_str()), ("True", "AwsUnavailable"), "{retrying:?}");
+    // The status follows the failed call (its patch may trail the gate's count by a moment).
+    let retrying = eventually(Duration::from_secs(10), || async {
+        h.condition("partial", "Reconciling").await.filter(|c| c.status == "True" && c.reason == "AwsUnavailable")
+    })
+    .await;
+    assert!(retrying.is_some(), "{:?}", h.condition("partial", "Reconciling").await);
     h.api.delete("partial", &DeleteParams::default()).await.unwrap();
     h.wait_gone("partial", Duration::from_secs(120)).await;
     let aws = h.aws().await;

@@ -19,14 +19,22 @@
 //!   memory and architecture fit ([`instance_types`]); a task that fits nowhere is a service event
 //!   ([`EcsWorld::service_events`]). Faults per cluster ([`faults`], [`control`]): images that
 //!   cannot be pulled (`CannotPullContainerError`), disconnected agents.
-//! - **the Defenders**: a RUNNING task whose task definition has `INSTALL_BUNDLE` is a Defender; it is
-//!   announced to every [`DefenderRegistry`] (the Console simulator) and withdrawn when it stops.
+//! - **secrets** ([`secrets`]): before a task whose containers name `secrets[].valueFrom` starts,
+//!   the agent fetches them from Secrets Manager (moto's) with the task's execution role, as ECS
+//!   does: a role that ECS tasks cannot assume or that may not `GetSecretValue` the secret, or a
+//!   secret that does not exist (a wrong ARN, deleted), stops the task with
+//!   `ResourceInitializationError: unable to pull secrets or registry auth: ...`; the values are
+//!   what the task's containers see, fixed at start.
+//! - **the Defenders**: a RUNNING task with `INSTALL_BUNDLE` (in its task definition's environment,
+//!   or fetched from Secrets Manager at its start) is a Defender; it is announced to every
+//!   [`DefenderRegistry`] (the Console simulator) with that bundle and withdrawn when it stops.
 
 pub mod control;
 pub mod faults;
 pub mod instance_types;
 pub mod network;
 pub mod scheduler;
+pub mod secrets;
 pub mod user_data;
 
 use std::{
@@ -250,6 +258,9 @@ struct TaskDefInfo {
     install_bundle: Option<String>,
     ws_address: Option<String>,
     cluster: Option<String>,
+    /// `(name, valueFrom)` of every container's `secrets`.
+    secrets: Vec<(String, String)>,
+    execution_role_arn: Option<String>,
     reserves: Resources,
     /// `runtimePlatform.cpuArchitecture` in EC2's spelling; `None`: any.
     architecture: Option<String>,
@@ -279,6 +290,8 @@ struct RegionWorld {
     ec2: aws_sdk_ec2::Client,
     ecs: aws_sdk_ecs::Client,
     autoscaling: aws_sdk_autoscaling::Client,
+    secretsmanager: aws_sdk_secretsmanager::Client,
+    iam: aws_sdk_iam::Client,
     boot_delay: Duration,
     agents: HashMap<String, Agent>,
     ec2_info: HashMap<String, Ec2Info>,
@@ -297,8 +310,14 @@ struct RegionWorld {
     unsettled_public_ip: std::collections::HashSet<String>,
     /// Instances whose last way out was lost (logged once per change).
     unreachable: HashMap<String, String>,
-    /// (container instance, task definition) -> when its image last failed to pull.
+    /// (container instance, task definition) -> when its image last failed to pull (or its
+    /// secrets to be fetched): the agent waits before trying again.
     pull_failed: HashMap<(String, String), Instant>,
+    /// Task ARN -> the secrets fetched for it at its start (`name -> value`).
+    task_secrets: HashMap<String, std::collections::BTreeMap<String, String>>,
+    /// Task ARN -> when the world started it (moto keeps no start time), to tell tasks that
+    /// predate a forced new deployment.
+    task_started: HashMap<String, std::time::SystemTime>,
 }
 
 impl RegionWorld {
@@ -314,6 +333,8 @@ impl RegionWorld {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             ecs: aws_sdk_ecs::Client::new(&sdk),
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
             boot_delay: cfg.boot_delay,
             agents: HashMap::new(),
             ec2_info: HashMap::new(),
@@ -328,6 +349,8 @@ impl RegionWorld {
             unsettled_public_ip: Default::default(),
             unreachable: HashMap::new(),
             pull_failed: HashMap::new(),
+            task_secrets: HashMap::new(),
+            task_started: HashMap::new(),
         }
     }
 
@@ -347,6 +370,9 @@ impl RegionWorld {
                 }
             }
         }
+        // What the world remembers of a task lasts as long as the task runs.
+        self.task_secrets.retain(|arn, _| running.contains_key(arn));
+        self.task_started.retain(|arn, _| running.contains_key(arn));
         // A Defender on an instance without a way out cannot reach the Console.
         running.retain(|_, t| self.reaches_internet(&t.instance_id));
         self.defenders_round(&running).await;
@@ -748,6 +774,7 @@ impl RegionWorld {
         let service_arns = ecs.list_services().cluster(cluster).send().await?.service_arns().to_vec();
         let mut daemons = Vec::new();
         let mut active_services = BTreeSet::new();
+        let mut deployed_at: HashMap<String, std::time::SystemTime> = HashMap::new();
         for chunk in service_arns.chunks(10) {
             let resp = ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send().await?;
             for s in resp.services() {
@@ -761,6 +788,12 @@ impl RegionWorld {
                 {
                     let task_definition = self.task_definition_arn(td).await?;
                     let info = self.task_def_info(&task_definition).await;
+                    // moto moves its one deployment's createdAt on forceNewDeployment.
+                    if let Some(at) = s.deployments().first().and_then(|d| d.created_at()) {
+                        let at = std::time::UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(at.to_millis().unwrap_or(0)).unwrap_or(0));
+                        deployed_at.insert(name.clone(), at);
+                    }
                     daemons.push(scheduler::DaemonService {
                         name,
                         task_definition,
@@ -824,6 +857,11 @@ impl RegionWorld {
         }
         for (t, _) in tasks.iter_mut() {
             t.reserves = self.task_def_info(&t.task_definition.clone()).await.reserves;
+            let service = t.group.strip_prefix("service:").unwrap_or_default();
+            t.outdated = match (deployed_at.get(service), self.task_started.get(&t.arn)) {
+                (Some(deployed), Some(started)) => started < deployed,
+                _ => false,
+            };
         }
         let plain: Vec<scheduler::Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let actions = scheduler::plan(&daemons, &active_services, &instances, &plain);
@@ -836,9 +874,7 @@ impl RegionWorld {
                 }
                 scheduler::Action::Start { service, task_definition, container_instance } => {
                     let key = (container_instance.clone(), task_definition.clone());
-                    if faults.cannot_pull_image
-                        && self.pull_failed.get(&key).is_some_and(|at| at.elapsed() < PULL_RETRY)
-                    {
+                    if self.pull_failed.get(&key).is_some_and(|at| at.elapsed() < PULL_RETRY) {
                         continue;
                     }
                     let resp = ecs
@@ -867,8 +903,26 @@ impl RegionWorld {
                         self.pull_failed.insert(key, Instant::now());
                         continue;
                     }
-                    for t in resp.tasks() {
-                        tasks.push(task_of(t));
+                    // The agent fetches the task's secrets with its execution role before the
+                    // containers start; a failure stops the task with the agent's reason.
+                    let info = self.task_def_info(&task_definition).await;
+                    match self.fetch_secrets(&info).await {
+                        Ok(values) => {
+                            for t in resp.tasks() {
+                                let arn = t.task_arn().unwrap_or_default().to_string();
+                                self.task_secrets.insert(arn.clone(), values.clone());
+                                self.task_started.insert(arn, std::time::SystemTime::now());
+                                tasks.push(task_of(t));
+                            }
+                        }
+                        Err(reason) => {
+                            tracing::debug!(%task_definition, %reason, "a task's secrets cannot be fetched");
+                            for t in resp.tasks() {
+                                let arn = t.task_arn().unwrap_or_default();
+                                self.ecs.stop_task().cluster(cluster).task(arn).reason(&reason).send().await?;
+                            }
+                            self.pull_failed.insert(key, Instant::now());
+                        }
                     }
                 }
                 scheduler::Action::Unplaceable { service, message } => {
@@ -918,6 +972,12 @@ impl RegionWorld {
             .and_then(|p| p.cpu_architecture())
             .map(|a| a.as_str().to_ascii_lowercase());
         env.images = containers.iter().filter_map(|c| c.image()).map(str::to_string).collect();
+        env.execution_role_arn = td.and_then(|t| t.execution_role_arn()).map(str::to_string);
+        env.secrets = containers
+            .iter()
+            .flat_map(|c| c.secrets())
+            .map(|s| (s.name().to_string(), s.value_from().to_string()))
+            .collect();
         for c in containers {
             for kv in c.environment() {
                 let value = kv.value().map(str::to_string).filter(|v| !v.is_empty());
@@ -931,6 +991,87 @@ impl RegionWorld {
         }
         self.task_definitions.insert(task_definition.to_string(), env.clone());
         env
+    }
+
+    /// The values of a task definition's `secrets`, fetched as the agent does at a task's start:
+    /// with the execution role, from Secrets Manager. `Err` is the task's stopped reason.
+    async fn fetch_secrets(&self, info: &TaskDefInfo) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut values = std::collections::BTreeMap::new();
+        let Some((_, first)) = info.secrets.first() else { return Ok(values) };
+        let Some(role_arn) = info.execution_role_arn.as_deref() else {
+            return Err(secrets::no_execution_role(first));
+        };
+        let Some((trust, policies)) = self.execution_role(role_arn).await else {
+            return Err(secrets::cannot_assume(role_arn));
+        };
+        if !secrets::trusts(&trust, secrets::ECS_TASKS) {
+            return Err(secrets::cannot_assume(role_arn));
+        }
+        let account = role_arn.split(':').nth(4).unwrap_or(ACCOUNT_ID);
+        for (name, value_from) in &info.secrets {
+            let id = secrets::secret_id(value_from);
+            if !secrets::allows(&policies, secrets::GET_SECRET_VALUE, id) {
+                return Err(secrets::access_denied(account, role_arn, value_from));
+            }
+            match self.secretsmanager.get_secret_value().secret_id(id).send().await {
+                Ok(out) => {
+                    values.insert(name.clone(), out.secret_string().unwrap_or_default().to_string());
+                }
+                Err(e) => {
+                    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+                    let code = e.code().unwrap_or("ResourceNotFoundException").to_string();
+                    let message = e.message().unwrap_or("Secrets Manager can't find the specified secret.").to_string();
+                    return Err(secrets::fetch_failed(value_from, &code, &message));
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// An execution role's trust policy and identity policies (inline and attached), from IAM;
+    /// `None` when the role does not exist.
+    async fn execution_role(&self, role_arn: &str) -> Option<(serde_json::Value, Vec<serde_json::Value>)> {
+        let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+        let role = self.iam.get_role().role_name(name).send().await.ok()?;
+        let role = role.role()?;
+        if role.arn() != role_arn {
+            return None;
+        }
+        let trust = policy_json(role.assume_role_policy_document().unwrap_or_default());
+        let mut policies = Vec::new();
+        if let Ok(list) = self.iam.list_role_policies().role_name(name).send().await {
+            for p in list.policy_names() {
+                if let Ok(doc) = self.iam.get_role_policy().role_name(name).policy_name(p).send().await {
+                    policies.push(policy_json(doc.policy_document()));
+                }
+            }
+        }
+        if let Ok(list) = self.iam.list_attached_role_policies().role_name(name).send().await {
+            for p in list.attached_policies().iter().filter_map(|p| p.policy_arn()) {
+                let Ok(policy) = self.iam.get_policy().policy_arn(p).send().await else { continue };
+                let Some(version) = policy.policy().and_then(|p| p.default_version_id()) else { continue };
+                if let Ok(v) = self.iam.get_policy_version().policy_arn(p).version_id(version).send().await
+                    && let Some(doc) = v.policy_version().and_then(|v| v.document())
+                {
+                    policies.push(policy_json(doc));
+                }
+            }
+        }
+        Some((trust, policies))
+    }
+
+    /// What a task's containers see as `INSTALL_BUNDLE`: fetched from Secrets Manager at its start,
+    /// else its task definition's environment.
+    async fn install_bundle_of(&mut self, task_arn: &str, info: &TaskDefInfo) -> Option<String> {
+        let Some((name, _)) = info.secrets.iter().find(|(n, _)| n == "INSTALL_BUNDLE") else {
+            return info.install_bundle.clone();
+        };
+        if !self.task_secrets.contains_key(task_arn) {
+            // Started before this world saw it (a restart): fetched now, as at its start.
+            let values = self.fetch_secrets(info).await.ok()?;
+            self.task_secrets.insert(task_arn.to_string(), values);
+        }
+        self.task_secrets.get(task_arn).and_then(|v| v.get(name)).cloned().filter(|b| !b.is_empty())
     }
 
     /// Announces Defender tasks that started and withdraws those that stopped (stops first, so a
@@ -951,7 +1092,7 @@ impl RegionWorld {
             }
             let env = self.task_def_info(&task.task_definition).await;
             // Not a Defender (the task definition's environment is cached, so this stays cheap).
-            let Some(bundle) = env.install_bundle else { continue };
+            let Some(bundle) = self.install_bundle_of(arn, &env).await else { continue };
             let info = self.ec2_info.get(&task.instance_id).cloned().unwrap_or_default();
             let start = DefenderStart {
                 install_bundle: bundle,
@@ -971,6 +1112,17 @@ impl RegionWorld {
             self.announced.insert(arn.clone(), Announced { instance_id: task.instance_id.clone() });
         }
     }
+}
+
+/// An IAM policy document as JSON (IAM answers them URL-encoded).
+fn policy_json(doc: &str) -> serde_json::Value {
+    serde_json::from_str(doc).unwrap_or_else(|_| {
+        let decoded: String = url::form_urlencoded::parse(format!("x={}", doc.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        serde_json::from_str(&decoded).unwrap_or(serde_json::Value::Null)
+    })
 }
 
 /// Whether a task ARN (`arn:aws:ecs:<region>:<account>:task/<cluster>/<id>`) is in `cluster`;
@@ -1003,6 +1155,7 @@ fn task_of(t: &aws_sdk_ecs::types::Task) -> (scheduler::Task, bool) {
             task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
             container_instance: t.container_instance_arn().unwrap_or_default().to_string(),
             reserves: Resources::default(),
+            outdated: false,
         },
         t.last_status() == Some("RUNNING"),
     )

@@ -207,6 +207,8 @@ pub struct AwsClientsForTests {
     pub ecs: aws_sdk_ecs::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+    pub iam: aws_sdk_iam::Client,
 }
 
 impl AwsClientsForTests {
@@ -215,6 +217,8 @@ impl AwsClientsForTests {
             ecs: aws_sdk_ecs::Client::new(config),
             autoscaling: aws_sdk_autoscaling::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
         }
     }
 }

@@ -4,7 +4,10 @@
 //! instance; wrong user data leaves the cluster empty. The strict rules (issue 9): only instances
 //! that reach the internet register; placement honours memory and the agent; images that cannot
 //! be pulled stop tasks; terminated instances leave and their replacements join; clusters whose
-//! names share a prefix do not see each other's tasks.
+//! names share a prefix do not see each other's tasks. Secrets (issue 14): a task's
+//! `secrets[].valueFrom` is fetched from Secrets Manager with its execution role before it starts
+//! (a wrong ARN or a role without the permission stops it with `ResourceInitializationError`), and
+//! the Defender connects with the bundle fetched.
 
 mod common;
 
@@ -736,4 +739,195 @@ async fn clusters_whose_names_share_a_prefix_each_get_their_defenders() {
         let tasks = all_tasks(&env, cluster).await;
         assert_eq!(tasks.len(), 1, "one task, never stopped and restarted by the other cluster's round: {tasks:?}");
     }
+}
+
+/// The Console's task definition as the operator registers it with storage `SecretsManager`:
+/// `INSTALL_BUNDLE` taken from `value_from`, read with `role`. Returns (ARN, the bundle taken out).
+async fn secret_task_definition(env: &Env, console: &ConsoleSim, value_from: &str, role: &str) -> (String, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut td: serde_json::Value = http
+        .post(format!("{}/api/v1/defenders/ecs-task.json", console.url()))
+        .basic_auth(console.username(), Some(console.password()))
+        .json(&serde_json::json!({"consoleAddr": "127.0.0.1", "taskName": "pc-defender"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = &mut td["containerDefinitions"][0];
+    let env_list = c["environment"].as_array_mut().unwrap();
+    let pos = env_list.iter().position(|e| e["name"] == "INSTALL_BUNDLE").unwrap();
+    let bundle = env_list.remove(pos)["value"].as_str().unwrap().to_string();
+    c["secrets"] = serde_json::json!([{"name": "INSTALL_BUNDLE", "valueFrom": value_from}]);
+    td["executionRoleArn"] = serde_json::json!(role);
+    let (status, body) =
+        signed_json(&env.gate.url(), "ecs", "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition", td).await;
+    assert_eq!(status, 200, "RegisterTaskDefinition: {body}");
+    let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (resp["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_string(), bundle)
+}
+
+/// An execution role ECS tasks may assume, with `policy` (if any) inline; returns its ARN.
+async fn execution_role(iam: &aws_sdk_iam::Client, name: &str, policy: Option<serde_json::Value>) -> String {
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    let role = iam
+        .create_role()
+        .role_name(name)
+        .path("/ecs-defender/")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .expect("CreateRole");
+    if let Some(p) = policy {
+        iam.put_role_policy().role_name(name).policy_name("read").policy_document(p.to_string()).send().await.unwrap();
+    }
+    role.role().unwrap().arn().to_string()
+}
+
+fn may_read(secret_arn: &str) -> serde_json::Value {
+    serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn}]})
+}
+
+/// The stopped reason of a stopped task of `cluster` on `task_definition`, once there is one.
+async fn stopped_reason(env: &Env, cluster: &str, task_definition: &str) -> String {
+    wait_for(TIMEOUT, "a stopped task", || async {
+        let mut arns = Vec::new();
+        let resp =
+            env.moto_ecs.list_tasks().cluster(cluster).desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped);
+        arns.extend(resp.send().await.unwrap().task_arns().iter().cloned());
+        if arns.is_empty() {
+            return None;
+        }
+        let resp = env.moto_ecs.describe_tasks().cluster(cluster).set_tasks(Some(arns)).send().await.unwrap();
+        resp.tasks()
+            .iter()
+            .find(|t| t.task_definition_arn() == Some(task_definition) && t.last_status() == Some("STOPPED"))
+            .and_then(|t| t.stopped_reason())
+            .map(str::to_string)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_fetched_stops_the_task_and_its_defender_never_connects() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let world = world(&env, vec![Arc::new(console.clone()), recorder.clone()]).await;
+    let config = sdk(&env.gate.url(), 3).await;
+    let (sm, iam) = (aws_sdk_secretsmanager::Client::new(&config), aws_sdk_iam::Client::new(&config));
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 1).await;
+    wait_for(TIMEOUT, "a container instance", || async {
+        (container_instances(&env, CLUSTER).await.len() == 1).then_some(())
+    })
+    .await;
+    let bundle = console.install_bundle(sandbox::console::CENTRAL_CONSOLE);
+    let secret = sm
+        .create_secret()
+        .name("ecs-defender/pc-ecs-cluster/install-bundle")
+        .secret_string(&bundle)
+        .send()
+        .await
+        .expect("CreateSecret");
+    let secret_arn = secret.arn().unwrap().to_string();
+    let reader = execution_role(&iam, "reader", Some(may_read(&secret_arn))).await;
+
+    // 1. A wrong ARN (another suffix), with a role that may read any of our secrets: Secrets
+    //    Manager finds no such secret. (A role allowed the right ARN only is denied first, as IAM
+    //    decides before Secrets Manager looks.)
+    let wrong = format!("{}-XXXXXX", secret_arn.rsplit_once('-').unwrap().0);
+    let any_of_ours =
+        execution_role(&iam, "wide", Some(may_read("arn:aws:secretsmanager:*:*:secret:ecs-defender/*"))).await;
+    let (td1, _) = secret_task_definition(&env, &console, &wrong, &any_of_ours).await;
+    env.ecs
+        .create_service()
+        .cluster(CLUSTER)
+        .service_name("pc-defender")
+        .task_definition(&td1)
+        .scheduling_strategy(SchedulingStrategy::Daemon)
+        .send()
+        .await
+        .expect("CreateService");
+    let reason = stopped_reason(&env, CLUSTER, &td1).await;
+    assert!(reason.starts_with("ResourceInitializationError: unable to pull secrets or registry auth: "), "{reason}");
+    assert!(reason.contains("ResourceNotFoundException"), "{reason}");
+    assert!(reason.contains(&wrong), "names the secret: {reason}");
+    assert!(!reason.contains(&bundle), "never the value");
+    assert!(connected_in_console(&console).await.is_empty());
+
+    // 2. The right secret, read by a role without the permission.
+    let idle = execution_role(&iam, "idle", None).await;
+    let (td2, _) = secret_task_definition(&env, &console, &secret_arn, &idle).await;
+    env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition(&td2).send().await.unwrap();
+    let reason = stopped_reason(&env, CLUSTER, &td2).await;
+    assert!(reason.starts_with("ResourceInitializationError: unable to pull secrets or registry auth: "), "{reason}");
+    assert!(reason.contains("AccessDeniedException") && reason.contains("secretsmanager:GetSecretValue"), "{reason}");
+    assert!(connected_in_console(&console).await.is_empty());
+
+    // 3. Both right: the Defender starts with the bundle fetched from the secret and connects.
+    let (td3, taken_out) = secret_task_definition(&env, &console, &secret_arn, &reader).await;
+    assert_eq!(taken_out, bundle);
+    env.ecs.update_service().cluster(CLUSTER).service("pc-defender").task_definition(&td3).send().await.unwrap();
+    wait_for(Duration::from_secs(30), "the Defender with its secret", || async {
+        (connected_in_console(&console).await.len() == 1).then_some(())
+    })
+    .await;
+    let started = recorder.connected();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].install_bundle, bundle, "the Defender runs with the secret's value");
+    drop(world);
+}
+
+#[tokio::test]
+async fn a_forced_new_deployment_restarts_the_defenders_with_the_secrets_new_value() {
+    let env = start().await;
+    let console = ConsoleSim::start(ConsoleConfig::default()).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let _world = world(&env, vec![Arc::new(console.clone()), recorder.clone()]).await;
+    let config = sdk(&env.gate.url(), 3).await;
+    let (sm, iam) = (aws_sdk_secretsmanager::Client::new(&config), aws_sdk_iam::Client::new(&config));
+    create_cluster(&env.ecs, CLUSTER).await;
+    workers(&env, "pc-worker-node", &user_data_for(CLUSTER), 2).await;
+    let old = console.install_bundle(sandbox::console::CENTRAL_CONSOLE);
+    let secret = sm.create_secret().name("ecs-defender/b").secret_string(&old).send().await.unwrap();
+    let secret_arn = secret.arn().unwrap().to_string();
+    let reader = execution_role(&iam, "reader", Some(may_read(&secret_arn))).await;
+    let (td, _) = secret_task_definition(&env, &console, &secret_arn, &reader).await;
+    env.ecs
+        .create_service()
+        .cluster(CLUSTER)
+        .service_name("pc-defender")
+        .task_definition(&td)
+        .scheduling_strategy(SchedulingStrategy::Daemon)
+        .send()
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "two Defenders", || async { (recorder.connected().len() == 2).then_some(()) })
+        .await;
+    // A Console upgrade: a new bundle in the secret; running tasks keep what they started with.
+    console.set_version("34.04.200");
+    let new = console.install_bundle(sandbox::console::CENTRAL_CONSOLE);
+    assert_ne!(new, old);
+    sm.put_secret_value().secret_id(&secret_arn).secret_string(&new).send().await.unwrap();
+    rounds(&_world, 5).await;
+    assert!(recorder.connected().iter().all(|d| d.install_bundle == old), "ECS injects secrets at start only");
+    // The same revision, forced: every Defender restarts, one instance at a time, with the new value.
+    env.ecs
+        .update_service()
+        .cluster(CLUSTER)
+        .service("pc-defender")
+        .task_definition(&td)
+        .force_new_deployment(true)
+        .send()
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "both Defenders on the new bundle", || async {
+        let c = recorder.connected();
+        (c.len() == 2 && c.iter().all(|d| d.install_bundle == new)).then_some(())
+    })
+    .await;
 }

@@ -427,3 +427,38 @@ async fn list_tasks_sees_only_the_named_cluster_even_when_names_share_a_prefix()
     let bare = env.moto_ecs.list_tasks().cluster("saas").send().await.unwrap();
     assert_eq!(bare.task_arns().len(), 2);
 }
+
+#[tokio::test]
+async fn container_secrets_without_an_execution_role_are_refused() {
+    use aws_sdk_ecs::types::{ContainerDefinition, Secret};
+    let env = start().await;
+    let container = || {
+        ContainerDefinition::builder()
+            .name("d")
+            .image("registry.example.com/defender:1")
+            .memory(256)
+            .secrets(
+                Secret::builder()
+                    .name("INSTALL_BUNDLE")
+                    .value_from("arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let err =
+        env.ecs.register_task_definition().family("d").container_definitions(container()).send().await.unwrap_err();
+    let err = err.into_service_error();
+    assert_eq!(err.code(), Some("ClientException"), "{err:?}");
+    assert!(err.message().unwrap().contains("'executionRoleArn'"), "{err:?}");
+    env.ecs
+        .register_task_definition()
+        .family("d")
+        .execution_role_arn("arn:aws:iam::123456789012:role/reader")
+        .container_definitions(container())
+        .send()
+        .await
+        .expect("with an execution role");
+    // Bare moto accepts it.
+    env.moto_ecs.register_task_definition().family("d").container_definitions(container()).send().await.unwrap();
+}

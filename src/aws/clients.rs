@@ -66,6 +66,7 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     /// Read only: whether the workers' instance profile exists, before anything is created.
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     pub iam: aws_sdk_iam::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -136,6 +137,7 @@ impl AwsPool {
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
             metrics: self.metrics.clone(),
         }

@@ -27,14 +27,32 @@ pub struct ContainerInstance {
     pub status: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskDefinition {
     pub arn: String,
     pub family: String,
     pub revision: i32,
     pub active: bool,
     pub tags: Tags,
+    /// Where its Defender gets `INSTALL_BUNDLE` (never the value itself).
+    pub bundle: BundleSource,
+    pub execution_role_arn: Option<String>,
 }
+
+/// Where a revision's containers get `INSTALL_BUNDLE` from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BundleSource {
+    /// Not looked at (a revision registered by this reconcile) or not set at all.
+    #[default]
+    None,
+    /// In plain text in `environment`.
+    Inline,
+    /// `secrets[].valueFrom`: a Secrets Manager secret's ARN.
+    Secret(String),
+}
+
+/// The name of the Defender's install-bundle variable in a Console-generated task definition.
+pub const INSTALL_BUNDLE: &str = "INSTALL_BUNDLE";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deployment {
@@ -174,12 +192,27 @@ impl AwsClients {
             Err(e) if e.code_is("ClientException") || e.code_is("InvalidParameterException") => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(out.task_definition().map(|td| TaskDefinition {
-            arn: td.task_definition_arn().unwrap_or_default().to_string(),
-            family: td.family().unwrap_or_default().to_string(),
-            revision: td.revision(),
-            active: td.status() == Some(&TaskDefinitionStatus::Active),
-            tags: tags_of(out.tags()),
+        Ok(out.task_definition().map(|td| {
+            let containers = td.container_definitions();
+            let from_secret = containers
+                .iter()
+                .flat_map(|c| c.secrets())
+                .find(|s| s.name() == INSTALL_BUNDLE)
+                .map(|s| s.value_from().to_string());
+            let inline = containers.iter().flat_map(|c| c.environment()).any(|e| e.name() == Some(INSTALL_BUNDLE));
+            TaskDefinition {
+                arn: td.task_definition_arn().unwrap_or_default().to_string(),
+                family: td.family().unwrap_or_default().to_string(),
+                revision: td.revision(),
+                active: td.status() == Some(&TaskDefinitionStatus::Active),
+                tags: tags_of(out.tags()),
+                bundle: match (inline, from_secret) {
+                    (true, _) => BundleSource::Inline,
+                    (false, Some(arn)) => BundleSource::Secret(arn),
+                    (false, None) => BundleSource::None,
+                },
+                execution_role_arn: td.execution_role_arn().map(str::to_string),
+            }
         }))
     }
 
@@ -221,6 +254,7 @@ impl AwsClients {
             revision: td.map(|t| t.revision()).unwrap_or_default(),
             active: true,
             tags: tags.clone(),
+            ..Default::default()
         })
     }
 
@@ -332,11 +366,18 @@ impl AwsClients {
         })
     }
 
-    pub async fn update_service(&self, cluster: &str, name: &str, task_definition: &str) -> Result<(), AwsError> {
-        self.finish(
-            "ecs:UpdateService",
-            self.ecs.update_service().cluster(cluster).service(name).task_definition(task_definition).send().await,
-        )?;
+    /// Points the service at `task_definition`; with `force_new_deployment`, also when it runs it
+    /// already, so every task restarts (and picks up a new secret version).
+    pub async fn update_service(
+        &self,
+        cluster: &str,
+        name: &str,
+        task_definition: &str,
+        force_new_deployment: bool,
+    ) -> Result<(), AwsError> {
+        let req = self.ecs.update_service().cluster(cluster).service(name).task_definition(task_definition);
+        let req = if force_new_deployment { req.force_new_deployment(true) } else { req };
+        self.finish("ecs:UpdateService", req.send().await)?;
         Ok(())
     }
 

@@ -2,13 +2,16 @@
 //! SDK builders, classifies its failure (transient or permanent) and counts itself in the metrics.
 //!
 //! - [`clients`]: building SDK clients per (region, endpoint, credentials), shared across resources.
-//! - [`ecs`], [`autoscaling`], [`ec2`]: the calls the reconcile pipeline makes.
+//! - [`ecs`], [`autoscaling`], [`ec2`], [`secretsmanager`], [`iam`]: the calls the reconcile
+//!   pipeline makes.
 
 pub mod autoscaling;
 pub mod clients;
 pub mod ec2;
 pub mod ecs;
 mod error;
+pub mod iam;
+pub mod secretsmanager;
 
 pub use clients::{AwsClients, AwsPool, AwsTarget, StaticCredentials};
 pub use error::AwsError;
@@ -26,6 +29,9 @@ pub mod tags {
     /// sha256 of what we asked the Console to generate (its options and our overrides): with the
     /// Console version, tells from the registered revision alone whether it is current.
     pub const INPUTS: &str = "ecsdefender.io/inputs";
+    /// On a revision that takes the install bundle from Secrets Manager: the secret version its
+    /// Defenders were (re)started with.
+    pub const SECRET_VERSION: &str = "ecsdefender.io/secret-version";
 
     /// Whether `tags` carry `uid` as owner: the one test of "ours" for everything taggable.
     pub fn owned_by(tags: &super::Tags, uid: &str) -> bool {

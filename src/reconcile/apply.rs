@@ -5,9 +5,13 @@ use super::{
     plan::{Action, short_td},
     teardown,
 };
-use crate::aws::{
-    AwsClients, AwsError,
-    autoscaling::{AutoScalingGroupUpdate, LaunchSource},
+use crate::{
+    aws::{
+        AwsClients, AwsError,
+        autoscaling::{AutoScalingGroupUpdate, LaunchSource},
+    },
+    crd::DefenderSecretStatus,
+    validate::EXECUTION_ROLE_POLICY,
 };
 
 /// What one reconcile changed.
@@ -20,6 +24,8 @@ pub struct Applied {
     /// The launch-template version created by this plan.
     pub launch_template_version: Option<i64>,
     pub task_definition: Option<(String, String)>, // (arn, digest)
+    /// The secret and version the registered (or re-tagged) revision takes the bundle from.
+    pub defender_secret: Option<DefenderSecretStatus>,
     pub service_arn: Option<String>,
     /// The action that failed, and why.
     pub failed: Option<(&'static str, AwsError)>,
@@ -105,27 +111,58 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
                 ),
             ));
         }
-        Action::TagTaskDefinition { arn, tags } => {
+        Action::TagTaskDefinition { arn, tags, defender_secret } => {
             aws.tag_resource(arn, tags).await?;
             applied.done.push((
                 action.name(),
                 format!("the Console generates what {} already holds: recorded on the revision", short_td(arn)),
+            ));
+            applied.defender_secret = defender_secret.clone();
+        }
+        Action::CreateSecret { name, description, tags } => {
+            aws.create_secret(name, description, tags).await?;
+            applied.done.push((action.name(), format!("created Secrets Manager secret {name} for the install bundle")));
+        }
+        Action::RestoreSecret { arn, name } => {
+            aws.restore_secret(arn).await?;
+            applied.done.push((action.name(), format!("restored secret {name}")));
+        }
+        Action::PutSecretValue { arn, name, version_id, value } => {
+            aws.put_secret_value(arn, version_id, value).await?;
+            applied.done.push((
+                action.name(),
+                format!("stored the Console's install bundle in secret {name} as version {version_id}"),
+            ));
+        }
+        Action::CreateExecutionRole(role) => {
+            aws.create_role(role).await?;
+            applied.done.push((action.name(), format!("created task execution role {}", role.name)));
+        }
+        Action::PutExecutionRolePolicy { role, document } => {
+            aws.put_role_policy(role, EXECUTION_ROLE_POLICY, document).await?;
+            applied.done.push((
+                action.name(),
+                format!(
+                    "allowed execution role {role} to read the install bundle's secret (policy {EXECUTION_ROLE_POLICY})"
+                ),
             ));
         }
         Action::Remove(a) => {
             let note = teardown::execute_one(aws, a).await?;
             applied.done.push((action.name(), format!("{note} (no longer named by the spec)")));
         }
-        Action::RegisterTaskDefinition { generated, tags, .. } => {
+        Action::RegisterTaskDefinition { generated, tags, defender_secret, .. } => {
             let td = aws.register_task_definition(&generated.definition, tags).await?;
+            let bundle = if defender_secret.is_some() { ", install bundle from Secrets Manager" } else { "" };
             applied.done.push((
                 action.name(),
                 format!(
-                    "registered task definition {}:{} (Console {})",
+                    "registered task definition {}:{} (Console {}{bundle})",
                     td.family, td.revision, generated.console_version
                 ),
             ));
             applied.task_definition = Some((td.arn, generated.digest.clone()));
+            applied.defender_secret = defender_secret.clone();
         }
         Action::CreateService { cluster, name, task_definition, client_token, tags } => {
             let td = resolve_td(task_definition, applied)?;
@@ -133,10 +170,15 @@ async fn apply_one(aws: &AwsClients, action: &Action, applied: &mut Applied) -> 
             applied.done.push((action.name(), format!("created DAEMON service {name} running {}", short_td(&td))));
             applied.service_arn = Some(s.arn);
         }
-        Action::UpdateService { cluster, name, task_definition } => {
+        Action::UpdateService { cluster, name, task_definition, force_new_deployment } => {
             let td = resolve_td(task_definition, applied)?;
-            aws.update_service(cluster, name, &td).await?;
-            applied.done.push((action.name(), format!("updated service {name} to {}", short_td(&td))));
+            aws.update_service(cluster, name, &td, *force_new_deployment).await?;
+            let note = if *force_new_deployment {
+                format!("restarting the Defenders of service {name} ({}) with the new install bundle", short_td(&td))
+            } else {
+                format!("updated service {name} to {}", short_td(&td))
+            };
+            applied.done.push((action.name(), note));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! and, on deletion, [`teardown`].
 
 pub mod apply;
+pub mod install_bundle;
 pub mod observe;
 pub mod observed;
 pub mod plan;
@@ -52,8 +53,9 @@ pub enum Progress {
 /// same way: a status that says it (Stalled or Retrying), then the error for the requeue policy.
 pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
     match run_pipeline(edd, ctx).await {
-        Ok(progress) => Ok(progress),
-        Err(err @ Error::Reported(_)) => Err(err),
+        // The pipeline's own status says how it ended (a failed AWS change included): patching
+        // again from the error would flip the reason back and forth between reconciles.
+        Ok(result) => result,
         Err(err) => {
             let cluster_name = validate(edd).ok().map(|d| d.cluster_name);
             let status = build_status(
@@ -69,7 +71,9 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
     }
 }
 
-async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
+/// `Err`: stopped before its status patch; `Ok(Err)`: an AWS change failed, and the status patched
+/// says so already.
+async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Result<Progress>> {
     let ns = edd.namespace().unwrap_or_default();
     let prev = edd.status.as_ref();
     let mut desired = validate(edd)?; // (pure)
@@ -132,19 +136,18 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     patch_status(edd, ctx, status).await?;
 
     if let Some((_, err)) = applied.failed {
-        // The status patched above says it already.
-        return Err(Error::Reported(Box::new(Error::Aws(err))));
+        return Ok(Err(Error::Aws(err)));
     }
     if stalled {
         // Reported as Stalled already; an Event tells whoever watches, once.
         if newly_stalled && let Some((reason, message)) = stalled_message {
             publish(ctx, edd, EventType::Warning, &reason, message).await;
         }
-        return Ok(Progress::Stalled);
+        return Ok(Ok(Progress::Stalled));
     }
     let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
     // Suspended resources are only observed: no need to look often.
-    Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging })
+    Ok(Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging }))
 }
 
 /// (IO) observe -> (pure) plan, repeated while the plan needs more observations.

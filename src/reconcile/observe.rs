@@ -12,7 +12,7 @@ use crate::{
     aws::{AwsClients, AwsError, tags::owned_by},
     crd::{EcsDefenderDeploymentStatus, WorkerKind},
     prisma::{ConsoleClient, ConsoleError},
-    validate::{Desired, ImageSource},
+    validate::{Desired, EXECUTION_ROLE_POLICY, ExecutionRole, ImageSource},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,15 @@ pub async fn describe_world(
     o.service = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
     if o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
         o.tasks = aws.list_service_tasks(&desired.cluster_name, &desired.service_name).await?;
+    }
+    if let Some(want) = desired.secrets.secrets_manager() {
+        o.defender_secret = aws.describe_secret(&want.name).await?;
+        if let ExecutionRole::Create { name } = &want.execution_role {
+            o.execution_role = aws.get_role(name).await?;
+            if o.execution_role.as_ref().is_some_and(|r| owned_by(&r.tags, &desired.uid)) {
+                o.execution_role_policy = aws.get_role_policy(name, EXECUTION_ROLE_POLICY).await?;
+            }
+        }
     }
     Ok(o)
 }
@@ -188,6 +197,18 @@ async fn describe_stale(aws: &AwsClients, desired: &Desired, o: &Observed) -> Re
         match aws.describe_launch_configuration(name).await? {
             Some(lc) => stale.launch_configurations.push(lc),
             None => stale.gone_launch_configurations.push(name.clone()),
+        }
+    }
+    for name in &names.secrets {
+        match aws.describe_secret(name).await? {
+            Some(s) if !s.deleted => stale.secrets.push(s),
+            _ => stale.gone_secrets.push(name.clone()),
+        }
+    }
+    for name in &names.execution_roles {
+        match aws.get_role(name).await? {
+            Some(r) => stale.execution_roles.push(r),
+            None => stale.gone_execution_roles.push(name.clone()),
         }
     }
     Ok(stale)

@@ -6,6 +6,8 @@ use crate::{
         autoscaling::{AutoScalingGroup, InstanceRefresh, LaunchConfiguration, ScalingActivity},
         ec2::{LaunchTemplate, LaunchTemplateVersion},
         ecs::{Cluster, ContainerInstance, Service, Task, TaskDefinition},
+        iam::Role,
+        secretsmanager::Secret,
     },
     crd::{EcsDefenderDeploymentStatus, OwnedResources},
     prisma::Defender,
@@ -31,6 +33,12 @@ pub struct Observed {
     pub task_definition: Option<TaskDefinition>,
     pub service: Option<Service>,
     pub tasks: Vec<Task>,
+    /// The install bundle's secret, by the name the spec derives (storage `SecretsManager`).
+    pub defender_secret: Option<Secret>,
+    /// The execution role we create, by the name the spec derives (`createExecutionRole`).
+    pub execution_role: Option<Role>,
+    /// Its inline policy, when the role exists (parsed JSON).
+    pub execution_role_policy: Option<serde_json::Value>,
     /// Recently stopped Defender tasks (why a Defender does not start).
     pub stopped_tasks: Option<Vec<Task>>,
     /// The Console's version (one cheap call per reconcile).
@@ -135,6 +143,11 @@ pub struct Stale {
     pub gone_launch_templates: Vec<String>,
     pub launch_configurations: Vec<LaunchConfiguration>,
     pub gone_launch_configurations: Vec<String>,
+    /// Secrets not scheduled for deletion.
+    pub secrets: Vec<Secret>,
+    pub gone_secrets: Vec<String>,
+    pub execution_roles: Vec<Role>,
+    pub gone_execution_roles: Vec<String>,
 }
 
 /// Observations the plan needs before it can go further.

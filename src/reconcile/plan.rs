@@ -11,7 +11,12 @@
 use std::collections::BTreeSet;
 
 pub use super::observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Prerequisites, Recorded, Stale};
-use super::teardown::TeardownAction;
+use super::{
+    install_bundle::{
+        execution_role_policy, execution_role_trust_policy, rewrite_for_secrets_manager, secret_version_id,
+    },
+    teardown::TeardownAction,
+};
 use crate::{
     aws::{
         InstanceSpec, Tags,
@@ -19,12 +24,14 @@ use crate::{
             AutoScalingGroup, AutoScalingGroupUpdate, LaunchSource, NewAutoScalingGroup, NewLaunchConfiguration,
         },
         ec2::NewLaunchTemplate,
-        ecs::ContainerInstance,
+        ecs::{BundleSource, ContainerInstance},
+        iam::NewRole,
+        secretsmanager::{Secret, SecretValue},
         tags::{self, owned_by},
     },
-    crd::{OwnedResources, RolloutStrategy, WorkerKind, conditions as c},
+    crd::{DefenderSecretStatus, OwnedResources, RolloutStrategy, WorkerKind, conditions as c},
     prisma::Defender,
-    validate::{Desired, DesiredWorkers, client_token, short_hash},
+    validate::{Desired, DesiredSecret, DesiredWorkers, EXECUTION_ROLE_PATH, ExecutionRole, client_token, short_hash},
 };
 
 /// One idempotent change in AWS.
@@ -53,15 +60,42 @@ pub enum Action {
         name: String,
         min_healthy_percentage: i32,
     },
+    /// The install bundle's secret, created without a value so its ARN is known before the bundle.
+    CreateSecret {
+        name: String,
+        description: String,
+        tags: Tags,
+    },
+    /// Cancels the scheduled deletion of our secret (deleted outside the operator).
+    RestoreSecret {
+        arn: String,
+        name: String,
+    },
+    /// Stores the install bundle as the secret's current version `version_id`.
+    PutSecretValue {
+        arn: String,
+        name: String,
+        version_id: String,
+        value: SecretValue,
+    },
+    CreateExecutionRole(NewRole),
+    /// The execution role's one inline policy: read the secret.
+    PutExecutionRolePolicy {
+        role: String,
+        document: String,
+    },
     RegisterTaskDefinition {
         family: String,
         generated: GeneratedTaskDefinition,
         tags: Tags,
+        /// The secret (and version) the revision takes the install bundle from.
+        defender_secret: Option<DefenderSecretStatus>,
     },
     /// The Console generated exactly what is registered: record that on the revision.
     TagTaskDefinition {
         arn: String,
         tags: Tags,
+        defender_secret: Option<DefenderSecretStatus>,
     },
     /// `task_definition: None` means the one registered earlier in the same plan.
     CreateService {
@@ -75,6 +109,8 @@ pub enum Action {
         cluster: String,
         name: String,
         task_definition: Option<String>,
+        /// Restart every task although the revision stays (a new install bundle in the secret).
+        force_new_deployment: bool,
     },
     /// Removes something of ours the spec no longer names.
     Remove(TeardownAction),
@@ -91,6 +127,8 @@ impl Action {
                 | Action::CreateAutoScalingGroup(_)
                 | Action::RegisterTaskDefinition { .. }
                 | Action::CreateService { .. }
+                | Action::CreateSecret { .. }
+                | Action::CreateExecutionRole(_)
         )
     }
 
@@ -105,6 +143,11 @@ impl Action {
             Action::CreateAutoScalingGroup(_) => "CreateAutoScalingGroup",
             Action::UpdateAutoScalingGroup(_) => "UpdateAutoScalingGroup",
             Action::StartInstanceRefresh { .. } => "StartInstanceRefresh",
+            Action::CreateSecret { .. } => "CreateSecret",
+            Action::RestoreSecret { .. } => "RestoreSecret",
+            Action::PutSecretValue { .. } => "PutSecretValue",
+            Action::CreateExecutionRole(_) => "CreateExecutionRole",
+            Action::PutExecutionRolePolicy { .. } => "PutExecutionRolePolicy",
             Action::RegisterTaskDefinition { .. } => "RegisterTaskDefinition",
             Action::TagTaskDefinition { .. } => "TagTaskDefinition",
             Action::CreateService { .. } => "CreateService",
@@ -231,6 +274,12 @@ fn current_names(d: &Desired, launch_configuration: Option<&str>) -> OwnedResour
         task_families: vec![d.task_family.clone()],
         ..Default::default()
     };
+    if let Some(s) = d.secrets.secrets_manager() {
+        n.secrets.push(s.name.clone());
+        if let ExecutionRole::Create { name } = &s.execution_role {
+            n.execution_roles.push(name.clone());
+        }
+    }
     if let Some(w) = &d.workers {
         n.auto_scaling_groups.push(w.asg_name.clone());
         match w.kind {
@@ -260,6 +309,8 @@ pub fn stale_names(
         auto_scaling_groups: minus(&recorded.auto_scaling_groups, &now.auto_scaling_groups),
         launch_templates: minus(&recorded.launch_templates, &now.launch_templates),
         launch_configurations: minus(&recorded.launch_configurations, &now.launch_configurations),
+        secrets: minus(&recorded.secrets, &now.secrets),
+        execution_roles: minus(&recorded.execution_roles, &now.execution_roles),
     }
 }
 
@@ -295,6 +346,24 @@ pub fn launch_configuration_name(w: &DesiredWorkers, hash: &str) -> String {
     format!("{}-{}-{}", w.name, w.owner_hash, &hash[..8])
 }
 
+/// Where the install bundle is kept and who may read it, both existing.
+struct BundleHolder<'a> {
+    secret: &'a Secret,
+    role_arn: String,
+    /// Puts the role's policy back to reading the secret, when it does not (our role only).
+    fix_policy: Option<Action>,
+}
+
+impl BundleHolder<'_> {
+    /// Whether `td` takes its bundle from this secret's current version, read with this role.
+    fn holds_bundle_of(&self, td: &crate::aws::ecs::TaskDefinition) -> bool {
+        td.bundle == BundleSource::Secret(self.secret.arn.clone())
+            && td.execution_role_arn.as_deref() == Some(self.role_arn.as_str())
+            && self.secret.current_version.is_some()
+            && td.tags.get(tags::SECRET_VERSION) == self.secret.current_version.as_ref()
+    }
+}
+
 struct Planner<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
@@ -306,7 +375,7 @@ struct Planner<'a> {
     workers_exist: bool,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn registering(&self) -> bool {
         self.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. }))
     }
@@ -734,10 +803,6 @@ impl Planner<'_> {
         let d = self.desired;
         let o = self.observed;
         let latest = o.task_definition.as_ref().filter(|td| td.active && owned_by(&td.tags, &d.uid));
-        let Some(console_version) = &o.console_version else {
-            self.needs.insert(Need::ConsoleVersion);
-            return StepReport::new(StepState::Progressing, "Checking", "asking the Console for its version");
-        };
         if let Some(td) = &o.task_definition
             && !owned_by(&td.tags, &d.uid)
             && td.active
@@ -751,6 +816,18 @@ impl Planner<'_> {
                 ),
             );
         }
+        // Secrets Manager: the secret and the execution role exist before anything refers to them.
+        let holder = match d.secrets.secrets_manager() {
+            None => None,
+            Some(want) => match self.plan_bundle_holders(want) {
+                Ok(holder) => Some(holder),
+                Err(report) => return report,
+            },
+        };
+        let Some(console_version) = &o.console_version else {
+            self.needs.insert(Need::ConsoleVersion);
+            return StepReport::new(StepState::Progressing, "Checking", "asking the Console for its version");
+        };
         if let Some(arn) = &o.recorded.task_definition_arn
             && crate::aws::ecs::family_of(arn) == Some(d.task_family.as_str())
             && latest.is_none_or(|td| &td.arn != arn)
@@ -764,12 +841,15 @@ impl Planner<'_> {
                 ),
             );
         }
-        // Current when the latest revision was registered from these inputs by this Console version.
+        // Current when the latest revision was registered from these inputs by this Console version
+        // (and, with Secrets Manager, takes the bundle from the secret's current version).
         let current = latest.filter(|td| {
             td.tags.get(tags::INPUTS) == Some(&d.generator_inputs_hash)
                 && td.tags.get(tags::CONSOLE_VERSION) == Some(console_version)
+                && holder.as_ref().is_none_or(|h| h.holds_bundle_of(td))
         });
         if let Some(td) = current {
+            self.actions.extend(holder.and_then(|h| h.fix_policy));
             return StepReport::new(
                 StepState::Ready,
                 "Registered",
@@ -784,34 +864,196 @@ impl Planner<'_> {
                 "asking the Console for the Defender task definition",
             );
         };
+        let (generated, defender_secret) = match &holder {
+            None => (generated.clone(), None),
+            Some(h) => match self.store_bundle(h, generated) {
+                Ok(stored) => stored,
+                Err(report) => return report,
+            },
+        };
         let mut tags = d.tags.clone();
         tags.insert(tags::DIGEST.into(), generated.digest.clone());
         tags.insert(tags::CONSOLE_VERSION.into(), generated.console_version.clone());
         tags.insert(tags::INPUTS.into(), d.generator_inputs_hash.clone());
+        if let Some(version) = defender_secret.as_ref().and_then(|s| s.version_id.clone()) {
+            tags.insert(tags::SECRET_VERSION.into(), version);
+        }
         if let Some(td) = latest
             && td.tags.get(tags::DIGEST) == Some(&generated.digest)
         {
             // The Console generates exactly what is registered: no new revision, only the record.
-            self.actions.push(Action::TagTaskDefinition { arn: td.arn.clone(), tags });
+            // A new bundle in the secret reaches the Defenders when they restart: restart them
+            // first, so a crash before the record repeats both.
+            let new_bundle =
+                defender_secret.is_some() && td.tags.get(tags::SECRET_VERSION) != tags.get(tags::SECRET_VERSION);
+            let service = o
+                .service
+                .as_ref()
+                .filter(|s| s.status == "ACTIVE" && owned_by(&s.tags, &d.uid) && s.task_definition == td.arn);
+            if let (true, Some(s)) = (new_bundle, service) {
+                self.actions.push(Action::UpdateService {
+                    cluster: d.cluster_name.clone(),
+                    name: s.name.clone(),
+                    task_definition: Some(td.arn.clone()),
+                    force_new_deployment: true,
+                });
+            }
+            self.actions.push(Action::TagTaskDefinition { arn: td.arn.clone(), tags, defender_secret });
+            let restart = if new_bundle { "; the Defenders restart with the new install bundle" } else { "" };
             return StepReport::new(
                 StepState::Ready,
                 "Registered",
-                format!("task definition {}:{} is current", td.family, td.revision),
+                format!("task definition {}:{} is current{restart}", td.family, td.revision),
             );
         }
+        let console = generated.console_version.clone();
         self.actions.push(Action::RegisterTaskDefinition {
             family: d.task_family.clone(),
-            generated: generated.clone(),
+            generated,
             tags,
+            defender_secret,
         });
         StepReport::new(
             StepState::Progressing,
             "Registering",
-            format!(
-                "registering a new revision of task definition {} (Console {})",
-                d.task_family, generated.console_version
-            ),
+            format!("registering a new revision of task definition {} (Console {console})", d.task_family),
         )
+    }
+
+    /// The install bundle's secret and the execution role: created when missing (without a value:
+    /// the bundle is put when the Console is asked), restored when deleted outside, the role's
+    /// policy kept to reading the secret. `Err` is the report while they are not there yet.
+    fn plan_bundle_holders(&mut self, want: &DesiredSecret) -> Result<BundleHolder<'a>, StepReport> {
+        let d = self.desired;
+        let o = self.observed;
+        // What belongs to someone else stalls the step before anything is created.
+        if let Some(s) = o.defender_secret.as_ref().filter(|s| !owned_by(&s.tags, &d.uid)) {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "SecretNotOwned",
+                format!(
+                    "Secrets Manager secret {} exists and was not created by this resource; delete it, or let this resource store its install bundle elsewhere (defender.secrets.storage: Inline)",
+                    s.name
+                ),
+            ));
+        }
+        if let ExecutionRole::Create { .. } = &want.execution_role
+            && let Some(r) = o.execution_role.as_ref().filter(|r| !owned_by(&r.tags, &d.uid))
+        {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "ExecutionRoleNotOwned",
+                format!(
+                    "IAM role {} exists and was not created by this resource; delete it, or name a role of yours in defender.secrets.executionRoleArn",
+                    r.name
+                ),
+            ));
+        }
+        let mut creating = vec![];
+        match &o.defender_secret {
+            Some(s) if s.deleted => {
+                self.note_drift(
+                    "RestoreSecret",
+                    format!("secret {} was scheduled for deletion outside the operator; restoring it", s.name),
+                );
+                self.actions.push(Action::RestoreSecret { arn: s.arn.clone(), name: s.name.clone() });
+                return Err(StepReport::new(
+                    StepState::Progressing,
+                    "RestoringSecret",
+                    format!("restoring secret {} (it was scheduled for deletion)", s.name),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if o.recorded.owned.secrets.contains(&want.name) {
+                    self.note_drift(
+                        "RecreateSecret",
+                        format!("secret {} was deleted outside the operator; creating it again", want.name),
+                    );
+                }
+                self.actions.push(Action::CreateSecret {
+                    name: want.name.clone(),
+                    description: format!(
+                        "Prisma Cloud Defender install bundle of ECS cluster {} (ecs-defender-operator, {}/{})",
+                        d.cluster_name, d.namespace, d.name
+                    ),
+                    tags: d.tags.clone(),
+                });
+                creating.push(format!("secret {}", want.name));
+            }
+        }
+        let role_arn = match &want.execution_role {
+            ExecutionRole::Given(arn) => Some(arn.clone()),
+            ExecutionRole::Create { name } => match &o.execution_role {
+                Some(r) => Some(r.arn.clone()),
+                None => {
+                    if o.recorded.owned.execution_roles.contains(name) {
+                        self.note_drift(
+                            "RecreateExecutionRole",
+                            format!("execution role {name} was deleted outside the operator; creating it again"),
+                        );
+                    }
+                    self.actions.push(Action::CreateExecutionRole(NewRole {
+                        name: name.clone(),
+                        path: EXECUTION_ROLE_PATH.to_string(),
+                        description: format!(
+                            "Lets ECS read the Prisma Cloud Defender install bundle of cluster {} (ecs-defender-operator, {}/{})",
+                            d.cluster_name, d.namespace, d.name
+                        ),
+                        assume_role_policy: execution_role_trust_policy().to_string(),
+                        tags: d.tags.clone(),
+                    }));
+                    creating.push(format!("execution role {name}"));
+                    None
+                }
+            },
+        };
+        let (Some(secret), Some(role_arn)) = (&o.defender_secret, role_arn) else {
+            return Err(StepReport::new(
+                StepState::Progressing,
+                "CreatingSecret",
+                format!("creating the install bundle's {}", creating.join(" and ")),
+            ));
+        };
+        // Our role may read exactly this secret (put with the revision that needs it).
+        let mut fix_policy = None;
+        if let ExecutionRole::Create { name } = &want.execution_role {
+            let wanted = execution_role_policy(&secret.arn);
+            if o.execution_role_policy.as_ref() != Some(&wanted) {
+                if o.execution_role_policy.is_some() {
+                    self.note_drift(
+                        "ResetExecutionRolePolicy",
+                        format!(
+                            "the policy of execution role {name} was changed outside the operator; setting it back"
+                        ),
+                    );
+                }
+                fix_policy = Some(Action::PutExecutionRolePolicy { role: name.clone(), document: wanted.to_string() });
+            }
+        }
+        Ok(BundleHolder { secret, role_arn, fix_policy })
+    }
+
+    /// The Console's definition rewritten to take the bundle from the secret, and the bundle put in
+    /// the secret as a new version unless it is the current one already.
+    fn store_bundle(
+        &mut self,
+        holder: &BundleHolder<'_>,
+        generated: &GeneratedTaskDefinition,
+    ) -> Result<(GeneratedTaskDefinition, Option<DefenderSecretStatus>), StepReport> {
+        let (rewritten, value) = rewrite_for_secrets_manager(generated, &holder.secret.arn, &holder.role_arn)
+            .map_err(|why| StepReport::new(StepState::Failed, "UnexpectedTaskDefinition", why))?;
+        self.actions.extend(holder.fix_policy.clone());
+        let version_id = secret_version_id(&self.desired.uid, &value, holder.secret);
+        if holder.secret.current_version.as_deref() != Some(version_id.as_str()) {
+            self.actions.push(Action::PutSecretValue {
+                arn: holder.secret.arn.clone(),
+                name: holder.secret.name.clone(),
+                version_id: version_id.clone(),
+                value,
+            });
+        }
+        Ok((rewritten, Some(DefenderSecretStatus { arn: holder.secret.arn.clone(), version_id: Some(version_id) })))
     }
 
     fn plan_service(&mut self) -> StepReport {
@@ -879,6 +1121,7 @@ impl Planner<'_> {
                         cluster: d.cluster_name.clone(),
                         name: s.name.clone(),
                         task_definition: target,
+                        force_new_deployment: false,
                     });
                     return StepReport::new(
                         StepState::Progressing,
@@ -1060,6 +1303,27 @@ impl Planner<'_> {
                 waiting.push(format!("no instance to run launch configuration {}", lc.name));
             }
         }
+        // The install bundle's secret and our execution role, once the running revision is the
+        // current one (which no longer refers to them).
+        let revision_moved = steps.task_definition.ready() && steps.service.ready();
+        for sec in stale.secrets.iter().filter(|s| owned_by(&s.tags, &d.uid)) {
+            if revision_moved {
+                remove.push(TeardownAction::DeleteSecret {
+                    arn: sec.arn.clone(),
+                    name: sec.name.clone(),
+                    deletion: d.secret_deletion,
+                });
+            } else {
+                waiting.push(format!("the Defenders to leave secret {}", sec.name));
+            }
+        }
+        for role in stale.execution_roles.iter().filter(|r| owned_by(&r.tags, &d.uid)) {
+            if revision_moved {
+                remove.push(TeardownAction::DeleteExecutionRole { name: role.name.clone() });
+            } else {
+                waiting.push(format!("the Defenders to leave execution role {}", role.name));
+            }
+        }
         self.actions.extend(remove.into_iter().map(Action::Remove));
         if waiting.is_empty() {
             None
@@ -1087,11 +1351,19 @@ impl Planner<'_> {
                 Action::CreateAutoScalingGroup(g) => add(&mut owned.auto_scaling_groups, &g.name),
                 Action::RegisterTaskDefinition { family, .. } => add(&mut owned.task_families, family),
                 Action::CreateService { name, .. } => add(&mut owned.services, name),
+                Action::CreateSecret { name, .. } => add(&mut owned.secrets, name),
+                Action::CreateExecutionRole(r) => add(&mut owned.execution_roles, &r.name),
                 _ => {}
             }
         }
         if o.cluster.as_ref().is_some_and(|c| owned_by(&c.tags, &d.uid)) {
             add(&mut owned.clusters, &d.cluster_name);
+        }
+        if let Some(sec) = o.defender_secret.as_ref().filter(|s| owned_by(&s.tags, &d.uid)) {
+            add(&mut owned.secrets, &sec.name);
+        }
+        if let Some(r) = o.execution_role.as_ref().filter(|r| owned_by(&r.tags, &d.uid)) {
+            add(&mut owned.execution_roles, &r.name);
         }
         if o.service.as_ref().is_some_and(|s| owned_by(&s.tags, &d.uid) && s.status != "INACTIVE") {
             add(&mut owned.services, &d.service_name);
@@ -1119,6 +1391,8 @@ impl Planner<'_> {
             drop(&mut owned.auto_scaling_groups, &stale.gone_auto_scaling_groups);
             drop(&mut owned.launch_templates, &stale.gone_launch_templates);
             drop(&mut owned.launch_configurations, &stale.gone_launch_configurations);
+            drop(&mut owned.secrets, &stale.gone_secrets);
+            drop(&mut owned.execution_roles, &stale.gone_execution_roles);
         }
         owned
     }
@@ -1386,20 +1660,74 @@ mod tests {
             .collect()
     }
 
+    const SECRET_ARN: &str =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecs-defender/demo-1a2b3c4d/install-bundle-AbCdEf";
+    const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/ecs-defender/demo-defender-exec";
+
+    /// The Console's output for `version`: its bundle follows the version.
     fn generated(version: &str) -> GeneratedTaskDefinition {
+        generated_with(version, &format!("bundle-{version}"))
+    }
+
+    fn generated_with(version: &str, bundle: &str) -> GeneratedTaskDefinition {
         crate::reconcile::observe::build_generated(
-            serde_json::json!({"family": "x", "containerDefinitions": [{"name": "twistlock_defender", "image": format!("defender:{version}")}]}),
+            serde_json::json!({"family": "x", "containerDefinitions": [{
+                "name": "twistlock_defender",
+                "image": format!("defender:{version}"),
+                "environment": [{"name": "INSTALL_BUNDLE", "value": bundle}],
+            }]}),
             "demo-defender",
             version.into(),
         )
     }
 
+    fn secret_name() -> String {
+        desired().secrets.secrets_manager().unwrap().name.clone()
+    }
+
+    fn role_name() -> String {
+        match &desired().secrets.secrets_manager().unwrap().execution_role {
+            ExecutionRole::Create { name } => name.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The secret holding the bundle of `g` as its current version.
+    fn secret_holding(g: &GeneratedTaskDefinition) -> Secret {
+        let empty = Secret {
+            arn: SECRET_ARN.into(),
+            name: secret_name(),
+            current_version: None,
+            versions: vec![],
+            deleted: false,
+            tags: ours(),
+        };
+        let (_, value) = rewrite_for_secrets_manager(g, SECRET_ARN, ROLE_ARN).unwrap();
+        let v = secret_version_id(UID, &value, &empty);
+        Secret { current_version: Some(v.clone()), versions: vec![v], ..empty }
+    }
+
+    /// The revision registered from `g`: the bundle from the secret, tagged as the operator does.
     fn task_definition(g: &GeneratedTaskDefinition) -> TaskDefinition {
+        let (rewritten, _) = rewrite_for_secrets_manager(g, SECRET_ARN, ROLE_ARN).unwrap();
         let mut tags = ours();
-        tags.insert(tags::DIGEST.into(), g.digest.clone());
+        tags.insert(tags::DIGEST.into(), rewritten.digest.clone());
         tags.insert(tags::CONSOLE_VERSION.into(), g.console_version.clone());
         tags.insert(tags::INPUTS.into(), desired().generator_inputs_hash);
-        TaskDefinition { arn: TD_ARN.into(), family: "demo-defender".into(), revision: 1, active: true, tags }
+        tags.insert(tags::SECRET_VERSION.into(), secret_holding(g).current_version.unwrap());
+        TaskDefinition {
+            arn: TD_ARN.into(),
+            family: "demo-defender".into(),
+            revision: 1,
+            active: true,
+            tags,
+            bundle: BundleSource::Secret(SECRET_ARN.into()),
+            execution_role_arn: Some(ROLE_ARN.into()),
+        }
+    }
+
+    fn role() -> crate::aws::iam::Role {
+        crate::aws::iam::Role { arn: ROLE_ARN.into(), name: role_name(), tags: ours() }
     }
 
     fn service(td: &str) -> Service {
@@ -1449,6 +1777,8 @@ mod tests {
             auto_scaling_groups: vec!["demo-workers".into()],
             launch_templates: vec!["demo-workers".into()],
             launch_configurations: vec![],
+            secrets: vec![secret_name()],
+            execution_roles: vec![role_name()],
         }
     }
 
@@ -1464,6 +1794,9 @@ mod tests {
             task_definition: Some(task_definition(&g)),
             service: Some(service(TD_ARN)),
             tasks: tasks(2, TD_ARN),
+            defender_secret: Some(secret_holding(&g)),
+            execution_role: Some(role()),
+            execution_role_policy: Some(execution_role_policy(SECRET_ARN)),
             console_version: Some(VERSION.into()),
             launch_inputs: Some(inputs()),
             recorded: Recorded {
@@ -1826,7 +2159,11 @@ mod tests {
         assert_eq!(needs(&p), [Need::GeneratedTaskDefinition]);
         o.generated = Some(generated("34.04.001"));
         let p = plan(&desired(), &o);
-        assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"]);
+        assert_eq!(names(&p), ["PutSecretValue", "RegisterTaskDefinition", "UpdateService"]);
+        let Action::PutSecretValue { version_id, .. } = &p.actions[0] else { unreachable!() };
+        let Action::RegisterTaskDefinition { tags, defender_secret, .. } = &p.actions[1] else { unreachable!() };
+        assert_eq!(&tags[tags::SECRET_VERSION], version_id, "the revision records the version it starts with");
+        assert_eq!(defender_secret.as_ref().unwrap().version_id.as_ref(), Some(version_id));
     }
 
     #[test]
@@ -1861,7 +2198,8 @@ mod tests {
             [Action::UpdateService {
                 cluster: "demo".into(),
                 name: "demo-defender".into(),
-                task_definition: Some(TD_ARN.into())
+                task_definition: Some(TD_ARN.into()),
+                force_new_deployment: false,
             }]
         );
         assert_eq!(p.drift.len(), 1, "the service was pointed elsewhere: drift");
@@ -2051,5 +2389,295 @@ mod tests {
         let p = plan(&desired(), &o);
         assert_eq!(p.steps.defenders.state, StepState::Ready, "{:?}", p.steps.defenders);
         assert_eq!(count_connected(&o), Some(2));
+    }
+
+    // Storage SecretsManager (the fixture's): the bundle lives in a secret of ours.
+
+    /// A world where the cluster, workers and service exist, but nothing for the bundle yet.
+    fn before_secrets() -> Observed {
+        let mut o = converged();
+        o.task_definition = None;
+        o.service = None;
+        o.tasks = vec![];
+        o.defender_secret = None;
+        o.execution_role = None;
+        o.execution_role_policy = None;
+        o.console_version = None;
+        o.defenders = None;
+        o.recorded = Recorded::default();
+        o
+    }
+
+    #[test]
+    fn the_secret_and_role_come_first_without_asking_the_console() {
+        let p = plan(&desired(), &before_secrets());
+        assert_eq!(names(&p), ["CreateSecret", "CreateExecutionRole"]);
+        assert!(p.needs.is_empty(), "no Console call before the secret exists: {:?}", p.needs);
+        assert_eq!(
+            (p.steps.task_definition.state, p.steps.task_definition.reason),
+            (StepState::Progressing, "CreatingSecret")
+        );
+        let Action::CreateSecret { name, tags, .. } = &p.actions[0] else { unreachable!() };
+        assert_eq!(name, &secret_name());
+        assert!(name.starts_with("ecs-defender/demo-") && name.ends_with("/install-bundle"), "{name}");
+        assert_eq!(tags[tags::OWNER], UID);
+        let Action::CreateExecutionRole(role) = &p.actions[1] else { unreachable!() };
+        assert_eq!((role.name.as_str(), role.path.as_str()), (role_name().as_str(), "/ecs-defender/"));
+        assert!(role.name.len() <= 64);
+        let trust: serde_json::Value = serde_json::from_str(&role.assume_role_policy).unwrap();
+        assert_eq!(trust, execution_role_trust_policy());
+        assert_eq!(role.tags[tags::OWNER], UID);
+        assert_eq!(p.owned.secrets, [secret_name()]);
+        assert_eq!(p.owned.execution_roles, [role_name()]);
+        // The same world plans the same (deterministic names; create calls that find them are no-ops).
+        assert_eq!(plan(&desired(), &before_secrets()).actions, p.actions);
+    }
+
+    #[test]
+    fn once_both_exist_the_bundle_goes_to_the_secret_and_the_revision_refers_to_it() {
+        let mut o = before_secrets();
+        o.defender_secret =
+            Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
+        o.execution_role = Some(role());
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(needs(&p), [Need::ConsoleVersion]);
+        o.console_version = Some(VERSION.into());
+        o.generated = Some(generated(VERSION));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["PutExecutionRolePolicy", "PutSecretValue", "RegisterTaskDefinition", "CreateService"]);
+        let Action::PutExecutionRolePolicy { role, document } = &p.actions[0] else { unreachable!() };
+        assert_eq!(role, &role_name());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(document).unwrap(), execution_role_policy(SECRET_ARN));
+        let Action::PutSecretValue { arn, version_id, value, .. } = &p.actions[1] else { unreachable!() };
+        assert_eq!((arn.as_str(), value.0.as_str()), (SECRET_ARN, "bundle-34.03.138"));
+        let Action::RegisterTaskDefinition { generated: g, tags, defender_secret, .. } = &p.actions[2] else {
+            unreachable!()
+        };
+        let json = serde_json::to_string(&g.definition).unwrap();
+        assert!(!json.contains("bundle-34.03.138"), "the revision holds the bundle: {json}");
+        assert_eq!(g.definition["containerDefinitions"][0]["secrets"][0]["valueFrom"], SECRET_ARN);
+        assert_eq!(g.definition["executionRoleArn"], ROLE_ARN);
+        assert_eq!(tags[tags::DIGEST], g.digest);
+        assert_eq!(&tags[tags::SECRET_VERSION], version_id);
+        assert_eq!(
+            defender_secret,
+            &Some(DefenderSecretStatus { arn: SECRET_ARN.into(), version_id: Some(version_id.clone()) })
+        );
+        // The plan's Debug (logs) never shows the bundle.
+        assert!(!format!("{:?}", p.actions).contains("bundle-34.03.138"));
+    }
+
+    #[test]
+    fn a_crash_after_the_put_does_not_put_again() {
+        let mut o = before_secrets();
+        o.defender_secret = Some(secret_holding(&generated(VERSION)));
+        o.execution_role = Some(role());
+        o.execution_role_policy = Some(execution_role_policy(SECRET_ARN));
+        o.console_version = Some(VERSION.into());
+        o.generated = Some(generated(VERSION));
+        assert_eq!(names(&plan(&desired(), &o)), ["RegisterTaskDefinition", "CreateService"]);
+    }
+
+    #[test]
+    fn a_new_bundle_alone_updates_the_secret_and_restarts_the_defenders_without_a_new_revision() {
+        // The Console upgraded, the image is pinned (defender.options.image): only the bundle differs.
+        let mut o = converged();
+        o.console_version = Some("34.04.001".into());
+        let mut g = generated_with(VERSION, "bundle-of-34.04.001");
+        g.console_version = "34.04.001".into();
+        o.generated = Some(g);
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["PutSecretValue", "UpdateService", "TagTaskDefinition"]);
+        let Action::PutSecretValue { version_id, .. } = &p.actions[0] else { unreachable!() };
+        assert_eq!(
+            p.actions[1],
+            Action::UpdateService {
+                cluster: "demo".into(),
+                name: "demo-defender".into(),
+                task_definition: Some(TD_ARN.into()),
+                force_new_deployment: true,
+            }
+        );
+        let Action::TagTaskDefinition { tags, .. } = &p.actions[2] else { unreachable!() };
+        assert_eq!(&tags[tags::SECRET_VERSION], version_id);
+        assert_eq!(tags[tags::CONSOLE_VERSION], "34.04.001");
+        assert!(p.steps.task_definition.message.contains("restart with the new install bundle"));
+    }
+
+    #[test]
+    fn an_unchanged_console_writes_no_secret_and_registers_nothing() {
+        // Generated again (say the spec's generation moved) with the same bundle: only the record.
+        let mut o = converged();
+        o.console_version = Some("34.04.001".into());
+        let mut g = generated(VERSION);
+        g.console_version = "34.04.001".into();
+        o.generated = Some(g);
+        assert_eq!(names(&plan(&desired(), &o)), ["TagTaskDefinition"]);
+    }
+
+    #[test]
+    fn a_secret_version_put_outside_makes_the_operator_put_its_bundle_back() {
+        let mut o = converged();
+        let s = o.defender_secret.as_mut().unwrap();
+        let ours = s.current_version.clone().unwrap();
+        s.current_version = Some("someone-elses-version-0000000000000".into());
+        s.versions.push("someone-elses-version-0000000000000".into());
+        let p = plan(&desired(), &o);
+        assert_eq!(needs(&p), [Need::GeneratedTaskDefinition], "the revision no longer starts with our bundle");
+        o.generated = Some(generated(VERSION));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["PutSecretValue", "UpdateService", "TagTaskDefinition"]);
+        let Action::PutSecretValue { version_id, .. } = &p.actions[0] else { unreachable!() };
+        assert_ne!(version_id, &ours, "the old token is taken: a fresh one becomes current");
+    }
+
+    #[test]
+    fn a_secret_deleted_outside_is_restored_or_made_again() {
+        let mut o = converged();
+        o.defender_secret.as_mut().unwrap().deleted = true;
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["RestoreSecret"]);
+        assert_eq!(p.drift.len(), 1);
+        // Gone for good: created again; its new ARN makes a new revision once the bundle is in.
+        let mut o = converged();
+        o.defender_secret = None;
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["CreateSecret"]);
+        assert_eq!(p.drift.len(), 1, "{:?}", p.drift);
+        let mut o = converged();
+        o.defender_secret = Some(Secret {
+            arn: format!("{SECRET_ARN}2"),
+            current_version: None,
+            versions: vec![],
+            ..secret_holding(&generated(VERSION))
+        });
+        o.execution_role_policy = Some(execution_role_policy(&format!("{SECRET_ARN}2")));
+        let p = plan(&desired(), &o);
+        assert_eq!(needs(&p), [Need::GeneratedTaskDefinition]);
+        o.generated = Some(generated(VERSION));
+        assert_eq!(names(&plan(&desired(), &o)), ["PutSecretValue", "RegisterTaskDefinition", "UpdateService"]);
+    }
+
+    #[test]
+    fn a_role_policy_changed_outside_is_set_back() {
+        let mut o = converged();
+        o.execution_role_policy = Some(serde_json::json!({"Statement": []}));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["PutExecutionRolePolicy"]);
+        assert_eq!(p.drift.len(), 1);
+    }
+
+    #[test]
+    fn a_secret_or_role_of_someone_else_is_never_used() {
+        let mut o = before_secrets();
+        o.defender_secret = Some(Secret { tags: Tags::new(), ..secret_holding(&generated(VERSION)) });
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(
+            (p.steps.task_definition.state, p.steps.task_definition.reason),
+            (StepState::Failed, "SecretNotOwned")
+        );
+        let mut o = before_secrets();
+        o.execution_role = Some(crate::aws::iam::Role { tags: Tags::new(), ..role() });
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "no secret made for a stalled resource: {:?}", p.actions);
+        assert_eq!(p.steps.task_definition.reason, "ExecutionRoleNotOwned");
+    }
+
+    #[test]
+    fn a_role_the_user_names_is_used_as_is() {
+        let d = with_spec(|s| {
+            s.defender.secrets.create_execution_role = false;
+            s.defender.secrets.execution_role_arn = Some("arn:aws:iam::123456789012:role/mine".into());
+        });
+        let mut o = before_secrets();
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["CreateSecret"], "no role of ours");
+        o.defender_secret =
+            Some(Secret { current_version: None, versions: vec![], ..secret_holding(&generated(VERSION)) });
+        o.console_version = Some(VERSION.into());
+        o.generated = Some(generated(VERSION));
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["PutSecretValue", "RegisterTaskDefinition", "CreateService"]);
+        let Action::RegisterTaskDefinition { generated: g, .. } = &p.actions[1] else { unreachable!() };
+        assert_eq!(g.definition["executionRoleArn"], "arn:aws:iam::123456789012:role/mine");
+        assert!(p.owned.execution_roles.is_empty());
+    }
+
+    #[test]
+    fn inline_registers_the_consoles_definition_as_it_is() {
+        let d = with_spec(|s| {
+            s.defender.secrets =
+                crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() }
+        });
+        let mut o = before_secrets();
+        let p = plan(&d, &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(needs(&p), [Need::ConsoleVersion], "no secret, no role");
+        o.console_version = Some(VERSION.into());
+        o.generated = Some(generated(VERSION));
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["RegisterTaskDefinition", "CreateService"]);
+        let Action::RegisterTaskDefinition { generated: g, tags, defender_secret, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(g, &generated(VERSION), "registered as generated");
+        assert_eq!(g.definition["containerDefinitions"][0]["environment"][0]["value"], "bundle-34.03.138");
+        assert!(!tags.contains_key(tags::SECRET_VERSION) && defender_secret.is_none());
+        // Inline hashes the inputs as before storage existed: revisions registered then stay current.
+        let options = serde_json::to_string(&d.generator_options).unwrap();
+        assert_eq!(d.generator_inputs_hash, short_hash(&[&options], 64));
+        assert_ne!(d.generator_inputs_hash, desired().generator_inputs_hash);
+    }
+
+    #[test]
+    fn a_switch_to_inline_removes_the_secret_and_role_once_the_defenders_left_them() {
+        let d = with_spec(|s| {
+            s.defender.secrets =
+                crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() }
+        });
+        let mut o = converged();
+        o.defender_secret = None;
+        o.execution_role = None;
+        o.execution_role_policy = None;
+        let p = plan(&d, &o);
+        assert_eq!(needs(&p), [Need::Stale, Need::GeneratedTaskDefinition], "the inputs changed");
+        o.stale = Some(Stale {
+            secrets: vec![secret_holding(&generated(VERSION))],
+            execution_roles: vec![role()],
+            ..Default::default()
+        });
+        o.generated = Some(generated(VERSION));
+        let p = plan(&d, &o);
+        assert_eq!(names(&p), ["RegisterTaskDefinition", "UpdateService"], "kept while the Defenders use them");
+        assert!(p.removing.as_deref().unwrap().contains("the Defenders to leave secret"), "{:?}", p.removing);
+        // The Inline revision runs everywhere: both go, the secret with the spec's recovery window.
+        let mut inline_td = task_definition(&generated(VERSION));
+        inline_td.tags.insert(tags::INPUTS.into(), d.generator_inputs_hash.clone());
+        inline_td.tags.insert(tags::DIGEST.into(), generated(VERSION).digest);
+        inline_td.bundle = BundleSource::Inline;
+        inline_td.execution_role_arn = None;
+        o.task_definition = Some(inline_td);
+        o.generated = None;
+        let p = plan(&d, &o);
+        assert_eq!(
+            p.actions,
+            [
+                Action::Remove(TeardownAction::DeleteSecret {
+                    arn: SECRET_ARN.into(),
+                    name: secret_name(),
+                    deletion: crate::aws::secretsmanager::SecretDeletion::RecoveryWindow(7),
+                }),
+                Action::Remove(TeardownAction::DeleteExecutionRole { name: role_name() }),
+            ]
+        );
+        o.stale = Some(Stale {
+            gone_secrets: vec![secret_name()],
+            gone_execution_roles: vec![role_name()],
+            ..Default::default()
+        });
+        let p = plan(&d, &o);
+        assert!(p.owned.secrets.is_empty() && p.owned.execution_roles.is_empty(), "{:?}", p.owned);
     }
 }

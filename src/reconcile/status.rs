@@ -14,8 +14,11 @@ use super::{
     plan::{Observed, Plan, StepState, count_connected},
 };
 use crate::{
-    aws::tags::{self, owned_by},
-    crd::{EcsDefenderDeploymentStatus, reasons as r},
+    aws::{
+        ecs::BundleSource,
+        tags::{self, owned_by},
+    },
+    crd::{DefenderSecretStatus, EcsDefenderDeploymentStatus, reasons as r},
 };
 
 use crate::crd::conditions as c;
@@ -192,6 +195,20 @@ fn record_ids(s: &mut EcsDefenderDeploymentStatus, uid: &str, o: &Observed, plan
     }
     if w.instances_up_to_date.is_some() {
         s.instances_up_to_date = w.instances_up_to_date;
+    }
+    // The secret the current revision takes the bundle from: as registered (or re-tagged) now, else
+    // as the latest revision of ours says; none for a revision that carries the bundle itself.
+    if a.defender_secret.is_some() {
+        s.defender_secret = a.defender_secret.clone();
+    } else if a.task_definition.is_some() {
+        s.defender_secret = None;
+    } else if let Some(td) = o.task_definition.as_ref().filter(|td| owned_by(&td.tags, uid)) {
+        s.defender_secret = match &td.bundle {
+            BundleSource::Secret(arn) => {
+                Some(DefenderSecretStatus { arn: arn.clone(), version_id: td.tags.get(tags::SECRET_VERSION).cloned() })
+            }
+            _ => None,
+        };
     }
     match (&a.task_definition, &o.task_definition) {
         (Some((arn, digest)), _) => {

@@ -1,8 +1,9 @@
 //! Teardown when the resource is deleted: (IO) observe what this resource owns, (pure) plan the
 //! next step in reverse order of creation, (IO) carry it out. Each step waits, by requeue, until
 //! AWS has finished the previous one: services gone -> our task-definition revisions deregistered
-//! -> Auto Scaling groups force-deleted and gone -> launch templates and configurations ->
-//! cluster, if we created it and it holds nothing else.
+//! -> the install bundle's secret and our execution role (nothing refers to them any more) ->
+//! Auto Scaling groups force-deleted and gone -> launch templates and configurations -> cluster,
+//! if we created it and it holds nothing else.
 //!
 //! Needs no valid spec and no Console: names come from `status.owned` (everything created and not
 //! yet deleted, old names after a rename included) and from the names the spec derives as it is.
@@ -16,10 +17,15 @@ use crate::{
         autoscaling::{AutoScalingGroup, LaunchConfiguration},
         ec2::LaunchTemplate,
         ecs::{Cluster, Service, TaskDefinition},
+        iam::Role,
+        secretsmanager::{Secret, SecretDeletion},
         tags::owned_by,
     },
-    crd::{EcsDefenderDeployment, WorkerKind},
-    validate::{default_defender_name, default_worker_name},
+    crd::{EcsDefenderDeployment, SecretStorage, WorkerKind},
+    validate::{
+        EXECUTION_ROLE_POLICY, default_defender_name, default_worker_name, execution_role_name, secret_deletion,
+        secret_name, short_hash,
+    },
 };
 
 /// The names teardown looks for.
@@ -35,6 +41,12 @@ pub struct TeardownTargets {
     pub launch_configurations: Vec<String>,
     /// Workers were managed: container instances left in the cluster are ours, still deregistering.
     pub managed_workers: bool,
+    /// The install bundle's secrets (only looked for when the spec or status names one, so an
+    /// `Inline` resource needs no Secrets Manager permission to go).
+    pub secrets: Vec<String>,
+    pub secret_deletion: SecretDeletion,
+    /// Execution roles we created.
+    pub execution_roles: Vec<String>,
 }
 
 impl TeardownTargets {
@@ -81,6 +93,17 @@ impl TeardownTargets {
                 .and_then(|a| a.rsplit_once("autoScalingGroupName/").map(|(_, n)| n.to_string())),
         );
         add(&mut owned.launch_configurations, status.launch_configuration_name.clone());
+        let secrets = &spec.defender.secrets;
+        let owner_hash = short_hash(&[edd.metadata.uid.as_deref().unwrap_or_default()], 8);
+        // A spec that names no execution role never got a secret made (it does not validate); a
+        // secret made under an earlier spec is in status.owned.
+        let role_named = secrets.create_execution_role || secrets.execution_role_arn.is_some();
+        if secrets.storage == SecretStorage::SecretsManager && role_named {
+            add(&mut owned.secrets, Some(secret_name(&cluster, &owner_hash)));
+            if secrets.create_execution_role {
+                add(&mut owned.execution_roles, Some(execution_role_name(&cluster, &owner_hash)));
+            }
+        }
         Self {
             uid: edd.metadata.uid.clone().unwrap_or_default(),
             cluster,
@@ -90,6 +113,9 @@ impl TeardownTargets {
             auto_scaling_groups: owned.auto_scaling_groups,
             launch_templates: owned.launch_templates,
             launch_configurations: owned.launch_configurations,
+            secrets: owned.secrets,
+            secret_deletion: secret_deletion(secrets),
+            execution_roles: owned.execution_roles,
         }
     }
 }
@@ -103,17 +129,44 @@ pub struct TeardownObserved {
     pub launch_templates: Vec<LaunchTemplate>,
     /// Recorded by name in status: ours.
     pub launch_configurations: Vec<LaunchConfiguration>,
+    /// Not scheduled for deletion yet.
+    pub secrets: Vec<Secret>,
+    pub execution_roles: Vec<Role>,
     pub cluster_created_recorded: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TeardownAction {
-    DeleteService { cluster: String, name: String },
-    DeregisterTaskDefinition { arn: String },
-    DeleteAutoScalingGroup { name: String },
-    DeleteLaunchTemplate { id: String, name: String },
-    DeleteLaunchConfiguration { name: String },
-    DeleteCluster { name: String },
+    DeleteService {
+        cluster: String,
+        name: String,
+    },
+    DeregisterTaskDefinition {
+        arn: String,
+    },
+    DeleteAutoScalingGroup {
+        name: String,
+    },
+    DeleteLaunchTemplate {
+        id: String,
+        name: String,
+    },
+    DeleteLaunchConfiguration {
+        name: String,
+    },
+    DeleteCluster {
+        name: String,
+    },
+    /// With a recovery window, or at once (`forceDeleteWithoutRecovery`).
+    DeleteSecret {
+        arn: String,
+        name: String,
+        deletion: SecretDeletion,
+    },
+    /// Its inline policy, then the role.
+    DeleteExecutionRole {
+        name: String,
+    },
 }
 
 impl TeardownAction {
@@ -125,6 +178,8 @@ impl TeardownAction {
             Self::DeleteLaunchTemplate { .. } => "DeleteLaunchTemplate",
             Self::DeleteLaunchConfiguration { .. } => "DeleteLaunchConfiguration",
             Self::DeleteCluster { .. } => "DeleteCluster",
+            Self::DeleteSecret { .. } => "DeleteSecret",
+            Self::DeleteExecutionRole { .. } => "DeleteExecutionRole",
         }
     }
 }
@@ -169,6 +224,22 @@ pub fn plan_teardown(t: &TeardownTargets, o: &TeardownObserved) -> TeardownPlan 
         .collect();
     if !revisions.is_empty() {
         return step(revisions, vec!["task definitions to be deregistered".into()]);
+    }
+    // 2b. What the revisions took the install bundle from, and with.
+    let mut holders: Vec<TeardownAction> = o
+        .secrets
+        .iter()
+        .filter(|s| owned_by(&s.tags, &t.uid))
+        .map(|s| TeardownAction::DeleteSecret { arn: s.arn.clone(), name: s.name.clone(), deletion: t.secret_deletion })
+        .collect();
+    holders.extend(
+        o.execution_roles
+            .iter()
+            .filter(|r| owned_by(&r.tags, &t.uid))
+            .map(|r| TeardownAction::DeleteExecutionRole { name: r.name.clone() }),
+    );
+    if !holders.is_empty() {
+        return step(holders, vec!["the install bundle's secret and execution role to be deleted".into()]);
     }
     // 3. The Auto Scaling groups, force-deleted (their instances terminate), then gone.
     let groups: Vec<&AutoScalingGroup> = o.auto_scaling_groups.iter().filter(|g| owned_by(&g.tags, &t.uid)).collect();
@@ -257,6 +328,12 @@ pub async fn describe_owned(
     for name in &t.launch_configurations {
         o.launch_configurations.extend(aws.describe_launch_configuration(name).await?);
     }
+    for name in &t.secrets {
+        o.secrets.extend(aws.describe_secret(name).await?.filter(|s| !s.deleted));
+    }
+    for name in &t.execution_roles {
+        o.execution_roles.extend(aws.get_role(name).await?);
+    }
     Ok(o)
 }
 
@@ -282,6 +359,18 @@ pub async fn execute_one(aws: &AwsClients, a: &TeardownAction) -> Result<String,
         }
         TeardownAction::DeleteCluster { name } => {
             aws.delete_cluster(name).await.map(|_| format!("deleted cluster {name}"))
+        }
+        TeardownAction::DeleteSecret { arn, name, deletion } => {
+            aws.delete_secret(arn, *deletion).await.map(|_| match deletion {
+                SecretDeletion::Force => format!("deleted secret {name} without recovery"),
+                SecretDeletion::RecoveryWindow(days) => {
+                    format!("scheduled secret {name} for deletion (recoverable for {days} days)")
+                }
+            })
+        }
+        TeardownAction::DeleteExecutionRole { name } => {
+            aws.delete_role_policy(name, EXECUTION_ROLE_POLICY).await?;
+            aws.delete_role(name).await.map(|_| format!("deleted execution role {name}"))
         }
     }
 }
@@ -378,5 +467,71 @@ mod tests {
         g.tags = Tags::new();
         let o = TeardownObserved { auto_scaling_groups: vec![g], ..Default::default() };
         assert!(plan_teardown(&t, &o).done());
+    }
+
+    #[test]
+    fn the_secret_and_role_go_after_the_revisions_and_before_the_workers() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.secrets.force_delete_without_recovery = true;
+        let t = TeardownTargets::of(&edd);
+        assert_eq!(t.secrets.len(), 1, "{t:?}");
+        assert_eq!(t.execution_roles.len(), 1, "{t:?}");
+        assert_eq!(t.secret_deletion, SecretDeletion::Force);
+        let secret = Secret {
+            arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf".into(),
+            name: t.secrets[0].clone(),
+            current_version: None,
+            versions: vec![],
+            deleted: false,
+            tags: ours(),
+        };
+        let role = Role {
+            arn: "arn:aws:iam::123456789012:role/ecs-defender/r".into(),
+            name: t.execution_roles[0].clone(),
+            tags: ours(),
+        };
+        let td = TaskDefinition { arn: "arn:td:1".into(), active: true, tags: ours(), ..Default::default() };
+        let mut o = TeardownObserved {
+            task_definitions: vec![td],
+            secrets: vec![secret.clone()],
+            execution_roles: vec![role.clone()],
+            auto_scaling_groups: vec![group("a", None)],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_teardown(&t, &o).actions,
+            [TeardownAction::DeregisterTaskDefinition { arn: "arn:td:1".into() }]
+        );
+        o.task_definitions.clear();
+        assert_eq!(
+            plan_teardown(&t, &o).actions,
+            [
+                TeardownAction::DeleteSecret {
+                    arn: secret.arn.clone(),
+                    name: secret.name.clone(),
+                    deletion: SecretDeletion::Force
+                },
+                TeardownAction::DeleteExecutionRole { name: role.name.clone() },
+            ]
+        );
+        o.secrets.clear();
+        o.execution_roles.clear();
+        assert_eq!(plan_teardown(&t, &o).actions, [TeardownAction::DeleteAutoScalingGroup { name: "a".into() }]);
+        // Not ours: left alone.
+        let o = TeardownObserved { secrets: vec![Secret { tags: Tags::new(), ..secret }], ..Default::default() };
+        assert!(plan_teardown(&t, &o).done());
+    }
+
+    #[test]
+    fn an_inline_resource_needs_no_secrets_manager_to_go() {
+        let mut edd = fixtures::sample("demo");
+        edd.spec.defender.secrets =
+            crate::crd::DefenderSecretsSpec { storage: crate::crd::SecretStorage::Inline, ..Default::default() };
+        let t = TeardownTargets::of(&edd);
+        assert!(t.secrets.is_empty() && t.execution_roles.is_empty(), "{t:?}");
+        // Nor one whose spec never validated (no execution role named): nothing was made.
+        edd.spec.defender.secrets = Default::default();
+        let t = TeardownTargets::of(&edd);
+        assert!(t.secrets.is_empty() && t.execution_roles.is_empty(), "{t:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! The DAEMON service scheduler, as a pure plan over one cluster's state: one task of the service's
-//! current revision on every ACTIVE container instance; tasks of older revisions replaced (one
-//! instance per service per round, a rolling update); no tasks on DRAINING instances; the tasks of
+//! current revision on every ACTIVE container instance; tasks of older revisions (or started before
+//! a forced new deployment) replaced (one instance per service per round, a rolling update); no tasks on DRAINING instances; the tasks of
 //! deleted services stopped.
 //!
 //! Placement is checked as ECS checks it: an instance whose agent is disconnected gets no task; a
@@ -60,6 +60,9 @@ pub struct Task {
     pub container_instance: String,
     /// What it reserves on its instance.
     pub reserves: Resources,
+    /// Started before its service's newest deployment (`forceNewDeployment`): replaced like a task
+    /// of an older revision.
+    pub outdated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,7 +159,7 @@ pub fn plan(
         for inst in instances.iter().filter(|i| i.active) {
             let here = by_instance.get(inst.arn.as_str()).cloned().unwrap_or_default();
             let (current, old): (Vec<&Task>, Vec<&Task>) =
-                here.into_iter().partition(|t| t.task_definition == d.task_definition);
+                here.into_iter().partition(|t| t.task_definition == d.task_definition && !t.outdated);
             let start = Action::Start {
                 service: d.name.clone(),
                 task_definition: d.task_definition.clone(),
@@ -207,6 +210,7 @@ mod tests {
             task_definition: td.into(),
             container_instance: ci.into(),
             reserves: Resources { cpu: 0, memory: 512 },
+            outdated: false,
         }
     }
 
@@ -270,6 +274,31 @@ mod tests {
             vec![
                 Action::Stop { task: "t2".into(), reason: "Replaced by a new deployment".into() },
                 start("ci2", "td2")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forced_deployment_rolls_the_same_revision() {
+        let instances = [inst("ci1", true), inst("ci2", true)];
+        let old = |t: Task| Task { outdated: true, ..t };
+        let tasks = [old(task("t1", "d", "td1", "ci1")), old(task("t2", "d", "td1", "ci2"))];
+        let actions = plan(&daemon("td1"), &active(&["d"]), &instances, &tasks);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Stop { task: "t1".into(), reason: "Replaced by a new deployment".into() },
+                start("ci1", "td1")
+            ],
+            "one instance per round, as for a new revision"
+        );
+        let tasks = [task("t3", "d", "td1", "ci1"), old(task("t2", "d", "td1", "ci2"))];
+        let actions = plan(&daemon("td1"), &active(&["d"]), &instances, &tasks);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Stop { task: "t2".into(), reason: "Replaced by a new deployment".into() },
+                start("ci2", "td1")
             ]
         );
     }

@@ -125,9 +125,31 @@ pub(crate) async fn handle(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
         "DescribeClusters" => describe_clusters(sh, ctx).await,
         "DeleteCluster" => delete_cluster(sh, ctx).await,
         "CreateCluster" => create_cluster(sh, ctx).await,
+        "RegisterTaskDefinition" => register_task_definition(sh, ctx).await,
         op if super::paging::ecs_list(op).is_some() => super::paging::ecs_list_call(sh, ctx).await,
         _ => Ok(sh.forward(ctx, None).await?.into_response()),
     }
+}
+
+/// AWS refuses container secrets without an execution role to fetch them with (moto accepts them).
+async fn register_task_definition(sh: &Shared, ctx: &Ctx) -> Result<Reply> {
+    if let Some(req) = &ctx.id.json
+        && secrets_without_execution_role(req)
+    {
+        return Ok(protocol::error_response("ecs", 400, "ClientException", SECRETS_NEED_EXECUTION_ROLE));
+    }
+    Ok(sh.forward(ctx, None).await?.into_response())
+}
+
+const SECRETS_NEED_EXECUTION_ROLE: &str =
+    "When you are specifying container secrets, you must also specify a value for 'executionRoleArn'.";
+
+fn secrets_without_execution_role(req: &Value) -> bool {
+    let has_secrets = req
+        .get("containerDefinitions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c.get("secrets").and_then(Value::as_array).is_some_and(|s| !s.is_empty())));
+    has_secrets && req.get("executionRoleArn").and_then(Value::as_str).is_none_or(str::is_empty)
 }
 
 /// The refusal AWS gives a DAEMON service's create or update request, if any.
@@ -714,6 +736,23 @@ mod tests {
         );
         assert_eq!(daemon_violation(&json!({"deploymentConfiguration": {"maximumPercent": 100}})), None);
         assert_eq!(daemon_violation(&json!({"placementStrategy": [{"type": "spread"}]})), Some(DAEMON_PLACEMENT));
+    }
+
+    #[test]
+    fn container_secrets_need_an_execution_role() {
+        let td = |role: Option<&str>| {
+            let mut v =
+                json!({"containerDefinitions": [{"name": "d", "secrets": [{"name": "X", "valueFrom": "arn:s"}]}]});
+            if let Some(r) = role {
+                v["executionRoleArn"] = json!(r);
+            }
+            v
+        };
+        assert!(secrets_without_execution_role(&td(None)));
+        assert!(secrets_without_execution_role(&td(Some(""))));
+        assert!(!secrets_without_execution_role(&td(Some("arn:aws:iam::123456789012:role/x"))));
+        assert!(!secrets_without_execution_role(&json!({"containerDefinitions": [{"name": "d", "secrets": []}]})));
+        assert!(!secrets_without_execution_role(&json!({"containerDefinitions": [{"name": "d"}]})));
     }
 
     #[test]
