@@ -36,11 +36,13 @@ crd:
 	$(CARGO_TARGET_DIR)/debug/crdgen > $(CRD)
 	mkdir -p $(dir $(CHART_CRD)) && cp $(CRD) $(CHART_CRD)
 
-## lint: rustfmt, clippy, hadolint on the Dockerfile, and the release build
+## lint: rustfmt, clippy, hadolint on the Dockerfile, and the release build assembled into an image
+## that runs (make release)
 lint: tools
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(call TOOL,HADOLINT) Dockerfile
+	$(MAKE) release
 
 fmt:
 	cargo fmt --all
