@@ -230,7 +230,7 @@ mod tests {
     }
 }
 
-/// Watch restarts after 0.5 s, doubling to at most 4 s; reset once a watch runs again.
+/// Watch restarts after 0.5 s, doubling to at most 2 s; reset once a watch runs again.
 #[derive(Clone, Debug)]
 pub struct QuickBackoff {
     next: Duration,
@@ -238,7 +238,7 @@ pub struct QuickBackoff {
 
 impl QuickBackoff {
     const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(4);
+    const MAX: Duration = Duration::from_secs(2);
 }
 
 impl Default for QuickBackoff {

@@ -44,11 +44,18 @@ async fn an_api_server_restart_mid_create_and_mid_delete_loses_nothing_and_does_
         .await
         .expect("/readyz does not recover");
 
-    // The watch is back within seconds: a resource created now is picked up at once.
+    // The watch is back within seconds: a resource created now is picked up at once (its first
+    // AWS read names its cluster).
     h.create(&h.sample("after")).await.unwrap();
-    eventually(Duration::from_secs(10), || async { h.api.get("after").await.ok()?.status.map(|_| ()) })
-        .await
-        .expect("a resource created after the API server returned got no status within 10 s");
+    eventually(Duration::from_secs(10), || async {
+        let calls = h.sandbox.gate().calls();
+        calls
+            .iter()
+            .any(|c| c.operation == "DescribeClusters" && c.params.values().any(|v| v.contains("after")))
+            .then_some(())
+    })
+    .await
+    .expect("a resource created after the API server returned was not looked at within 10 s");
     println!("watch resumed {:?} after the API server returned", back.elapsed());
 
     h.wait_condition("restart", "Ready", "True", READY_TIMEOUT).await;
