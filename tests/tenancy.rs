@@ -22,6 +22,9 @@ use kube::api::{DeleteParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Makes one input of a sample wrong.
+type Breaks = fn(&mut EcsDefenderDeployment);
+
 /// A listener on another loopback port that counts the connections it gets (and answers none).
 async fn listener() -> (String, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,7 +200,7 @@ async fn what_can_be_checked_is_checked_before_the_first_aws_change() {
         .await
         .unwrap();
     h.sandbox.gate().clear_calls();
-    let cases: [(&str, &str, fn(&mut EcsDefenderDeployment)); 6] = [
+    let cases: [(&str, &str, Breaks); 6] = [
         ("taken", "NameTaken", |_| {}),
         ("badtype", "InstanceTypeNotFound", |e| e.spec.workers.as_mut().unwrap().instance_type = "t9.enormous".into()),
         ("badami", "ImageNotFound", |e| {

@@ -1857,7 +1857,8 @@ mod tests {
 
     #[test]
     fn a_failed_check_stops_before_the_first_change() {
-        let cases: [(fn(&mut Observed), &str); 6] = [
+        type Breaks = fn(&mut Observed);
+        let cases: [(Breaks, &str); 6] = [
             (|o| o.prerequisites.as_mut().unwrap().instance_type_exists = false, "InstanceTypeNotFound"),
             (|o| o.prerequisites.as_mut().unwrap().names_taken = vec!["launch template x".into()], "NameTaken"),
             (|o| o.launch_inputs.as_mut().unwrap().image_id = Err("no AMI".into()), "ImageNotFound"),
