@@ -39,6 +39,8 @@ done
   --label org.opencontainers.image.licenses=Apache-2.0 \
   "$ctr"
 "${BUILDAH[@]}" commit --quiet "$ctr" "$IMAGE" >/dev/null
+# The previous build's image, untagged now, would pile up in the cache with every run.
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
 
 # Run it: the image's own user, the binary's --help.
 out=$("${BUILDAH[@]}" run --isolation chroot --user "$USER_ID" "$ctr" -- /usr/local/bin/ecs-defender-operator --help)
