@@ -527,6 +527,47 @@ async fn a_group_moves_to_another_launch_configuration_and_subnets_and_spreads_o
 }
 
 #[tokio::test]
+async fn a_group_switched_from_a_template_to_a_configuration_keeps_only_the_configuration() {
+    // moto keeps the launch template next to the new configuration and launches from the template.
+    let env = fast().await;
+    template(&env, data("t2.medium", "lt-cluster")).await;
+    group(&env, ASG, "1", 1).send().await.unwrap();
+    env.asg
+        .create_launch_configuration()
+        .launch_configuration_name("lc-b")
+        .image_id(AMI)
+        .instance_type("t3.large")
+        .user_data(user_data_for("lc-cluster"))
+        .send()
+        .await
+        .unwrap();
+    env.asg
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(ASG)
+        .launch_configuration_name("lc-b")
+        .send()
+        .await
+        .unwrap();
+    let out = env.asg.describe_auto_scaling_groups().auto_scaling_group_names(ASG).send().await.unwrap();
+    let g = &out.auto_scaling_groups()[0];
+    assert_eq!(g.launch_configuration_name(), Some("lc-b"));
+    assert!(g.launch_template().is_none(), "the template is still shown: {g:?}");
+    // A refresh replaces the instance from the configuration.
+    let prefs = RefreshPreferences::builder().min_healthy_percentage(0).instance_warmup(0).skip_matching(true).build();
+    env.asg.start_instance_refresh().auto_scaling_group_name(ASG).preferences(prefs).send().await.unwrap();
+    wait_for(Duration::from_secs(20), "the refresh to succeed", || async {
+        let r = refreshes(&env).await.into_iter().next()?;
+        (r.status().map(|s| s.as_str()) == Some("Successful")).then_some(())
+    })
+    .await;
+    let members = instances(&env, ASG).await;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].launch_configuration_name(), Some("lc-b"), "{members:?}");
+    let (t, cluster, _) = launched_with(&env, members[0].instance_id().unwrap()).await;
+    assert_eq!((t.as_str(), cluster.as_deref()), ("t3.large", Some("lc-cluster")));
+}
+
+#[tokio::test]
 async fn a_new_version_inherits_what_it_leaves_out_from_its_source_version() {
     let env = fast().await;
     let full = RequestLaunchTemplateData::builder()
