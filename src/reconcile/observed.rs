@@ -64,8 +64,9 @@ pub struct Recorded {
     pub auto_scaling_group_arn: Option<String>,
     pub task_definition_arn: Option<String>,
     pub owned: OwnedResources,
-    /// `Ready` was True.
-    pub ready: bool,
+    /// The last reconcile was itself changing the Auto Scaling group (its `WorkersReady` reason was
+    /// `Creating` or `Updating`): sizes that differ now may be that change failing, not drift.
+    pub workers_changing: bool,
 }
 
 impl Recorded {
@@ -78,7 +79,9 @@ impl Recorded {
             auto_scaling_group_arn: s.auto_scaling_group_arn.clone(),
             task_definition_arn: s.task_definition_arn.clone(),
             owned: s.owned.clone(),
-            ready: s.conditions.iter().any(|c| c.type_ == crate::crd::conditions::READY && c.status == "True"),
+            workers_changing: s.conditions.iter().any(|c| {
+                c.type_ == crate::crd::conditions::WORKERS_READY && matches!(c.reason.as_str(), "Creating" | "Updating")
+            }),
         }
     }
 }

@@ -686,7 +686,9 @@ impl<'a> Planner<'a> {
         if (g.min_size, g.max_size, g.desired_capacity) != (w.min_size, w.max_size, w.desired_capacity) {
             update.sizes = Some((w.min_size, w.max_size, w.desired_capacity));
             changes.push(format!("min {} / max {} / desired {}", w.min_size, w.max_size, w.desired_capacity));
-            if o.recorded.ready {
+            // Not gated on `Ready`: an outside resize can turn Ready False (an instance leaves)
+            // in the reconcile before the one that sees the new sizes.
+            if !o.recorded.workers_changing {
                 self.note_drift("ResizeAutoScalingGroup", format!(
                     "Auto Scaling group {} was resized to min {} / max {} / desired {} outside the operator; setting it back",
                     g.name, g.min_size, g.max_size, g.desired_capacity
@@ -1806,7 +1808,7 @@ mod tests {
                 auto_scaling_group_arn: Some("arn:asg".into()),
                 task_definition_arn: Some(TD_ARN.into()),
                 owned: owned(),
-                ready: true,
+                workers_changing: false,
             },
             defenders: Some(defenders(2)),
             ..Default::default()
@@ -1992,6 +1994,21 @@ mod tests {
         assert_eq!(names(&p), ["UpdateAutoScalingGroup"]);
         assert_eq!(p.drift.len(), 1);
         assert!(p.drift[0].1.contains("resized"), "{:?}", p.drift);
+    }
+
+    #[test]
+    fn a_resize_is_drift_even_when_the_last_reconcile_saw_an_instance_leave() {
+        // The reconcile before saw the old sizes but one instance already gone: not Ready, still drift.
+        let mut o = converged();
+        o.auto_scaling_group.as_mut().unwrap().desired_capacity = 1;
+        o.recorded.workers_changing = false;
+        let p = plan(&desired(), &o);
+        assert_eq!(p.drift.len(), 1, "{:?}", p.drift);
+        // The last reconcile was changing the group itself (say its update was throttled): not drift.
+        o.recorded.workers_changing = true;
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["UpdateAutoScalingGroup"]);
+        assert!(p.drift.is_empty(), "{:?}", p.drift);
     }
 
     #[test]
