@@ -550,7 +550,9 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
     // Injected latency is AWS taking its time: for a call that goes through it is spent inside the
     // call (below), so a caller that gives up meanwhile does not stop the work.
     let latency = decision.latency;
-    if !latency.is_zero() && !matches!(decision.action, Some(FaultKind::DropResponse) | None) {
+    if !latency.is_zero()
+        && !matches!(decision.action, Some(FaultKind::DropResponse) | Some(FaultKind::HangAfterDone) | None)
+    {
         tokio::time::sleep(latency).await;
     }
     let reply = match decision.action {
@@ -558,13 +560,19 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
             sh.record(&ctx, 0, Some("ConnectionDropped".into()));
             return Err(Dropped);
         }
+        Some(FaultKind::Hang) => {
+            // Logged now, answered never: the caller's timeout or death ends the request.
+            sh.record_call(&ctx, 0, Some("Hung".into()), true);
+            return std::future::pending().await;
+        }
         Some(FaultKind::Throttle) => throttled(&service),
         Some(FaultKind::Status(s)) => {
             let (code, msg) = protocol::status_error(&service, s);
             protocol::error_response(&service, s, code, msg)
         }
-        Some(FaultKind::Latency(_)) | Some(FaultKind::DropResponse) | None => {
+        Some(FaultKind::Latency(_)) | Some(FaultKind::DropResponse) | Some(FaultKind::HangAfterDone) | None => {
             let lose = decision.action == Some(FaultKind::DropResponse);
+            let hang = decision.action == Some(FaultKind::HangAfterDone);
             // The call runs in a task of its own: a caller that goes away (a timeout, a closed
             // connection) does not cancel work moto has started, as on AWS; the log says the
             // answer was lost.
@@ -583,7 +591,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
                 {
                     sh.keys.lock().unwrap().insert(id, secret);
                 }
-                let lost = lose || tx.is_closed();
+                let lost = lose || hang || tx.is_closed();
                 if lost {
                     tracing::info!(operation = %ctx.id.operation, status, "the caller never got the answer");
                 }
@@ -592,7 +600,11 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Droppe
                     let _ = tx.send(reply);
                 }
             });
-            return rx.await.map_err(|_| Dropped);
+            return match rx.await {
+                Ok(reply) => Ok(reply),
+                Err(_) if hang => std::future::pending().await,
+                Err(_) => Err(Dropped),
+            };
         }
     };
     let status = reply.status().as_u16();

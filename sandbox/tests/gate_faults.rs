@@ -212,3 +212,44 @@ async fn control_api_serves_the_log_counts_and_faults() {
     let calls: serde_json::Value = http.get(format!("{base}/calls")).send().await.unwrap().json().await.unwrap();
     assert_eq!(calls, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn a_hang_holds_the_nth_call_before_aws_and_a_hang_after_done_holds_its_answer() {
+    let env = start().await;
+    let (ecs, _, _) = one_attempt(&env).await;
+    // The second CreateCluster never reaches moto and never returns; it is logged as it arrives.
+    env.gate.add_fault(Fault::new("ecs", FaultKind::Hang).on("CreateCluster").after(1).times(1));
+    ecs.create_cluster().cluster_name("first").send().await.expect("the first call passes");
+    let held = tokio::spawn({
+        let ecs = ecs.clone();
+        async move { ecs.create_cluster().cluster_name("hung").send().await }
+    });
+    let logged = wait_for(Duration::from_secs(5), "the held call logged as it arrives", || async {
+        env.gate.calls().into_iter().find(|c| c.operation == "CreateCluster" && c.error_code.as_deref() == Some("Hung"))
+    })
+    .await;
+    assert!(logged.answer_lost);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a hung call got an answer");
+    held.abort();
+    let names: Vec<_> = env.ecs.list_clusters().send().await.unwrap().cluster_arns().to_vec();
+    assert!(names.iter().any(|a| a.ends_with("/first")), "{names:?}");
+    assert!(!names.iter().any(|a| a.ends_with("/hung")), "the hung call reached AWS: {names:?}");
+
+    // The next CreateCluster is carried out, and its answer held back; logged once AWS did it.
+    env.gate.add_fault(Fault::new("ecs", FaultKind::HangAfterDone).on("CreateCluster").times(1));
+    let held = tokio::spawn({
+        let ecs = ecs.clone();
+        async move { ecs.create_cluster().cluster_name("done").send().await }
+    });
+    let logged = wait_for(Duration::from_secs(5), "the call logged once done", || async {
+        env.gate.calls().into_iter().find(|c| c.operation == "CreateCluster" && c.status == 200 && c.answer_lost)
+    })
+    .await;
+    assert_eq!(logged.params.get("clusterName").map(String::as_str), Some("done"), "{logged:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the answer was not held back");
+    held.abort();
+    let names: Vec<_> = env.ecs.list_clusters().send().await.unwrap().cluster_arns().to_vec();
+    assert!(names.iter().any(|a| a.ends_with("/done")), "AWS did not do the work: {names:?}");
+}

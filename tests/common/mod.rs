@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod process;
+
 use ecs_defender_operator::crd::EcsDefenderDeployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{

@@ -24,9 +24,13 @@ pub struct Fault {
     /// Probability that a matching call is hit (0..=1); `None`: every call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
+    /// How many matching calls pass untouched before the fault starts (to hit the n-th call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<u32>,
 }
 
-/// What a fault does. JSON: `"throttle"`, `"drop"`, `"dropResponse"`, `{"status": 503}`, `{"latencyMs": 800}`.
+/// What a fault does. JSON: `"throttle"`, `"drop"`, `"dropResponse"`, `"hang"`, `"hangAfterDone"`,
+/// `{"status": 503}`, `{"latencyMs": 800}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum FaultKind {
@@ -43,6 +47,12 @@ pub enum FaultKind {
     /// The call is carried out (moto does the work), then the connection is closed without the
     /// answer: AWS did it, the caller does not know.
     DropResponse,
+    /// The call never reaches moto and never gets an answer (a network black hole); logged as it
+    /// arrives, so a test can act (kill the caller) at exactly this point.
+    Hang,
+    /// The call is carried out, then the answer is held back forever; logged as soon as moto is
+    /// done, so a test can kill the caller after AWS did the work and before it learnt so.
+    HangAfterDone,
 }
 
 mod millis {
@@ -62,7 +72,7 @@ mod millis {
 impl Fault {
     /// A fault on every call of `service` (`operation` narrows it with [`Fault::on`]).
     pub fn new(service: &str, kind: FaultKind) -> Fault {
-        Fault { service: service.to_string(), operation: None, kind, count: None, rate: None }
+        Fault { service: service.to_string(), operation: None, kind, count: None, rate: None, skip: None }
     }
 
     pub fn on(mut self, operation: &str) -> Fault {
@@ -72,6 +82,12 @@ impl Fault {
 
     pub fn times(mut self, count: u32) -> Fault {
         self.count = Some(count);
+        self
+    }
+
+    /// The first `n` matching calls pass; the fault starts with the next one.
+    pub fn after(mut self, n: u32) -> Fault {
+        self.skip = Some(n);
         self
     }
 
@@ -119,6 +135,12 @@ impl FaultSet {
         let mut decision = Decision::default();
         for fault in self.faults.iter_mut() {
             if !fault.matches(service, operation) || fault.count == Some(0) {
+                continue;
+            }
+            if let Some(skip) = fault.skip.as_mut()
+                && *skip > 0
+            {
+                *skip -= 1;
                 continue;
             }
             if matches!(fault.kind, FaultKind::Latency(_)) || decision.action.is_none() {
@@ -203,6 +225,18 @@ mod tests {
         assert_eq!(set.decide("autoscaling", "CreateService", || 0.0).action, None);
         assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, Some(FaultKind::Throttle));
         assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, Some(FaultKind::Throttle));
+        assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, None);
+        assert!(set.list().is_empty());
+    }
+
+    #[test]
+    fn a_skipping_fault_hits_exactly_the_nth_call() {
+        let mut set = FaultSet::default();
+        set.add(Fault::new("ecs", FaultKind::Hang).on("CreateService").after(2).times(1));
+        assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, None);
+        assert_eq!(set.decide("ecs", "DescribeServices", || 0.0).action, None);
+        assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, None);
+        assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, Some(FaultKind::Hang));
         assert_eq!(set.decide("ecs", "CreateService", || 0.0).action, None);
         assert!(set.list().is_empty());
     }
