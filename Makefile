@@ -5,12 +5,17 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CRD := crds/ecsdefenderdeployments.ecsdefender.io.yaml
 CHART_CRD := charts/ecs-defender-operator/files/crds/ecsdefenderdeployments.ecsdefender.io.yaml
 
-.PHONY: test demo tools build release crd lint fmt sandbox image chart
+.PHONY: test soak demo tools build release crd lint fmt sandbox image chart
 TOOL = $(shell bash hack/install-test-tools.sh --print-env | sed -n 's/^$(1)=//p')
 
 ## test: install what tests need (once), then run every test
 test: tools
 	cargo test --workspace --all-targets --locked
+
+## soak: the long reliability runs `make test` shortens: every crash point (about 90, ~40 min) and
+## a five-minute AWS outage; CRASH_SEED picks another draw of failovers
+soak: tools
+	CRASH_POINTS=all OUTAGE_SECONDS=300 cargo test --workspace --locked --test crash_consistency --test faults -- --nocapture --test-threads=1
 
 ## demo: start the local test world, run the operator and bring the sample to Ready
 demo: tools

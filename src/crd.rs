@@ -580,6 +580,10 @@ pub struct OwnedResources {
     /// IAM task execution roles, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub execution_roles: Vec<String>,
+    /// Revisions (ARNs) of the current family that a newer one replaced: deregistered once the
+    /// service no longer runs them, so revisions (and any bundle inside them) do not pile up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_revisions: Vec<String>,
 }
 
 impl OwnedResources {

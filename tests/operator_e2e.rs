@@ -264,6 +264,30 @@ async fn a_console_upgrade_rolls_every_defender_to_the_new_version() {
     let connected: Vec<_> = h.sandbox.console().defenders().into_iter().filter(|d| d.connected).collect();
     assert_eq!(connected.len(), 2, "{connected:?}");
     assert!(connected.iter().all(|d| d.version == "34.04.200"), "{connected:?}");
+    // The replaced revision is retired once no Defender runs it: one ACTIVE revision is left.
+    let aws = h.aws().await;
+    let active = eventually(Duration::from_secs(30), || async {
+        let arns = aws
+            .ecs
+            .list_task_definitions()
+            .family_prefix("upgrade-defender")
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .ok()?
+            .task_definition_arns()
+            .to_vec();
+        (arns.len() == 1).then_some(arns)
+    })
+    .await
+    .expect("the replaced revision is still ACTIVE");
+    assert!(active[0].ends_with("upgrade-defender:2"), "{active:?}");
+    assert_eq!(count(&h, "ecs:DeregisterTaskDefinition"), 1);
+    let forgotten = eventually(Duration::from_secs(30), || async {
+        h.api.get("upgrade").await.ok()?.status?.owned.old_revisions.is_empty().then_some(())
+    })
+    .await;
+    assert!(forgotten.is_some(), "status.owned still lists the retired revision");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

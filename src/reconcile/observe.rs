@@ -181,6 +181,12 @@ async fn describe_stale(aws: &AwsClients, desired: &Desired, o: &Observed) -> Re
             }
         }
     }
+    for arn in &names.old_revisions {
+        match aws.describe_task_definition(arn).await? {
+            Some(td) if td.active => stale.old_revisions.push(td),
+            _ => stale.gone_old_revisions.push(arn.clone()),
+        }
+    }
     for name in &names.auto_scaling_groups {
         match aws.describe_auto_scaling_group(name).await? {
             Some(g) => stale.auto_scaling_groups.push(g),

@@ -151,6 +151,10 @@ pub struct Stale {
     pub gone_secrets: Vec<String>,
     pub execution_roles: Vec<Role>,
     pub gone_execution_roles: Vec<String>,
+    /// Replaced revisions of the current family still ACTIVE.
+    pub old_revisions: Vec<TaskDefinition>,
+    /// Replaced revisions already deregistered (or gone): dropped from `status.owned`.
+    pub gone_old_revisions: Vec<String>,
 }
 
 /// Observations the plan needs before it can go further.

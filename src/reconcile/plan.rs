@@ -311,6 +311,8 @@ pub fn stale_names(
         launch_configurations: minus(&recorded.launch_configurations, &now.launch_configurations),
         secrets: minus(&recorded.secrets, &now.secrets),
         execution_roles: minus(&recorded.execution_roles, &now.execution_roles),
+        // A replaced revision is stale by definition.
+        old_revisions: recorded.old_revisions.clone(),
     }
 }
 
@@ -1319,6 +1321,19 @@ impl<'a> Planner<'a> {
                 waiting.push(format!("the Defenders to leave secret {}", sec.name));
             }
         }
+        // Replaced revisions of the current family, once the service runs only the current one.
+        // (A revision recorded as replaced is current again when the register it was written
+        // ahead for never happened and the spec went back: never retired then.)
+        let current_arn = o.task_definition.as_ref().map(|td| td.arn.as_str());
+        for td in
+            stale.old_revisions.iter().filter(|td| owned_by(&td.tags, &d.uid) && Some(td.arn.as_str()) != current_arn)
+        {
+            if revision_moved {
+                remove.push(TeardownAction::DeregisterTaskDefinition { arn: td.arn.clone() });
+            } else {
+                waiting.push(format!("the Defenders to leave revision {}:{}", td.family, td.revision));
+            }
+        }
         for role in stale.execution_roles.iter().filter(|r| owned_by(&r.tags, &d.uid)) {
             if revision_moved {
                 remove.push(TeardownAction::DeleteExecutionRole { name: role.name.clone() });
@@ -1351,7 +1366,18 @@ impl<'a> Planner<'a> {
                 Action::CreateLaunchTemplate(t) => add(&mut owned.launch_templates, &t.instance.name),
                 Action::CreateLaunchConfiguration(lc) => add(&mut owned.launch_configurations, &lc.name),
                 Action::CreateAutoScalingGroup(g) => add(&mut owned.auto_scaling_groups, &g.name),
-                Action::RegisterTaskDefinition { family, .. } => add(&mut owned.task_families, family),
+                Action::RegisterTaskDefinition { family, .. } => {
+                    add(&mut owned.task_families, family);
+                    // Recorded before the new revision exists (write-ahead), so a crash right
+                    // after the register cannot forget the one it replaces.
+                    if let Some(td) = o
+                        .task_definition
+                        .as_ref()
+                        .filter(|td| &td.family == family && td.active && owned_by(&td.tags, &d.uid))
+                    {
+                        add(&mut owned.old_revisions, &td.arn);
+                    }
+                }
                 Action::CreateService { name, .. } => add(&mut owned.services, name),
                 Action::CreateSecret { name, .. } => add(&mut owned.secrets, name),
                 Action::CreateExecutionRole(r) => add(&mut owned.execution_roles, &r.name),
@@ -1395,6 +1421,12 @@ impl<'a> Planner<'a> {
             drop(&mut owned.launch_configurations, &stale.gone_launch_configurations);
             drop(&mut owned.secrets, &stale.gone_secrets);
             drop(&mut owned.execution_roles, &stale.gone_execution_roles);
+            drop(&mut owned.old_revisions, &stale.gone_old_revisions);
+        }
+        if !self.registering()
+            && let Some(td) = &o.task_definition
+        {
+            owned.old_revisions.retain(|arn| arn != &td.arn);
         }
         owned
     }
@@ -1781,6 +1813,7 @@ mod tests {
             launch_configurations: vec![],
             secrets: vec![secret_name()],
             execution_roles: vec![role_name()],
+            old_revisions: vec![],
         }
     }
 
@@ -2182,6 +2215,54 @@ mod tests {
         let Action::RegisterTaskDefinition { tags, defender_secret, .. } = &p.actions[1] else { unreachable!() };
         assert_eq!(&tags[tags::SECRET_VERSION], version_id, "the revision records the version it starts with");
         assert_eq!(defender_secret.as_ref().unwrap().version_id.as_ref(), Some(version_id));
+    }
+
+    #[test]
+    fn a_replaced_revision_is_recorded_before_the_register_and_deregistered_once_unused() {
+        let mut o = converged();
+        o.console_version = Some("34.04.001".into());
+        o.generated = Some(generated("34.04.001"));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["PutSecretValue", "RegisterTaskDefinition", "UpdateService"]);
+        assert_eq!(p.owned.old_revisions, [TD_ARN], "written ahead, before revision 2 exists");
+
+        // Revision 2 registered, the service still runs revision 1: the old one is kept.
+        let mut td1 = converged().task_definition.unwrap();
+        let td2_arn = TD_ARN.replace(":1", ":2");
+        let mut o = converged();
+        {
+            let td = o.task_definition.as_mut().unwrap();
+            td.arn = td2_arn.clone();
+            td.revision = 2;
+        }
+        o.recorded.owned.old_revisions = vec![TD_ARN.into()];
+        o.recorded.task_definition_arn = Some(td2_arn.clone());
+        o.stale = Some(Stale { old_revisions: vec![td1.clone()], ..Default::default() });
+        let p = plan(&desired(), &o);
+        assert_eq!(p.steps.task_definition.state, StepState::Ready, "{:?}", p.steps);
+        assert_eq!(names(&p), ["UpdateService"]);
+        assert!(p.removing.as_ref().is_some_and(|r| r.contains("revision demo-defender:1")), "{:?}", p.removing);
+        assert_eq!(p.owned.old_revisions, [TD_ARN]);
+
+        // The service and every task moved to revision 2: revision 1 goes.
+        o.service = Some(service(&td2_arn));
+        o.tasks = tasks(2, &td2_arn);
+        let p = plan(&desired(), &o);
+        assert_eq!(p.actions, [Action::Remove(TeardownAction::DeregisterTaskDefinition { arn: TD_ARN.into() })]);
+
+        // The register written ahead for never happened and the spec went back: revision 1 is
+        // current again, and neither retired nor kept on the list.
+        let mut o = converged();
+        o.recorded.owned.old_revisions = vec![TD_ARN.into()];
+        o.stale = Some(Stale { old_revisions: vec![td1.clone()], ..Default::default() });
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.owned.old_revisions.is_empty());
+
+        // Once it is INACTIVE it leaves status.
+        td1.active = false;
+        o.stale = Some(Stale { gone_old_revisions: vec![TD_ARN.into()], ..Default::default() });
+        assert!(plan(&desired(), &o).owned.old_revisions.is_empty());
     }
 
     #[test]
