@@ -11,7 +11,7 @@
 //! step. Which points run is drawn with a seed:
 //!
 //! - `CRASH_SEED` (default 13) picks the points and which of them are failovers;
-//! - `CRASH_POINTS` (default 10, at least one per scenario) or `all`; `make soak` runs `all`.
+//! - `CRASH_POINTS` (default 8: one per scenario) or `all`; `make soak` runs `all`.
 //!
 //! Every point prints one line, and the run ends with a summary (reproduce with the same seed).
 
@@ -478,7 +478,7 @@ async fn sigkill_at_seeded_points_over_create_update_and_delete_leaves_exactly_t
     let n = match std::env::var("CRASH_POINTS").ok().as_deref() {
         Some("all") => None,
         Some(n) => Some(n.parse().expect("CRASH_POINTS: a number or `all`")),
-        None => Some(10),
+        None => Some(8),
     };
     let world = World::start().await;
     let reference = reference_calls(&world).await;
