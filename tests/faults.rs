@@ -20,7 +20,7 @@ use common::{
 use ecs_defender_operator::crd::EcsDefenderDeployment;
 use kube::api::{DeleteParams, PostParams};
 use sandbox::{
-    console::faults::{Fault as ConsoleFault, FaultRule},
+    console::{Fault as ConsoleFault, FaultRule},
     gate::faults::{Fault, FaultKind},
 };
 
@@ -119,12 +119,9 @@ async fn fleet_round_trip(h: &Harness, what: &str) -> (u64, u64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_resources_under_aws_and_console_faults_converge_and_delete_within_three_times_the_calls() {
-    let (clean_aws, clean_console, _) = {
-        let h = Harness::start().await.unwrap();
-        fleet_round_trip(&h, "fault-free").await
-    };
-
-    let h = Harness::start().await.unwrap();
+    // Both fleets run side by side, so they share the machine's load alike.
+    let (clean, faulty) = tokio::join!(Harness::start(), Harness::start());
+    let (clean, h) = (clean.unwrap(), faulty.unwrap());
     let gate = h.sandbox.gate();
     // The first fault that fires wins: 20% throttled, then 5% of all calls answered 503.
     gate.add_fault(Fault::new("*", FaultKind::Throttle).with_rate(0.20));
@@ -132,7 +129,8 @@ async fn twenty_resources_under_aws_and_console_faults_converge_and_delete_withi
     let console = h.sandbox.console();
     console.faults().inject(FaultRule::everywhere(ConsoleFault::TooManyRequests { retry_after: Some(1) }).rate(0.05));
     console.faults().inject(FaultRule::everywhere(ConsoleFault::ServerError).rate(0.05 / 0.95));
-    let (faulty_aws, faulty_console, _) = fleet_round_trip(&h, "faults").await;
+    let ((clean_aws, clean_console, _), (faulty_aws, faulty_console, _)) =
+        tokio::join!(fleet_round_trip(&clean, "fault-free"), fleet_round_trip(&h, "faults"));
 
     // The faults really fired, in about the proportions asked for.
     let calls = gate.calls();
