@@ -608,6 +608,8 @@ pub mod reasons {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// Event: something of ours was changed or deleted outside the operator and is put back.
     pub const DRIFT_REPAIRED: &str = "DriftRepaired";
+    /// Another resource owns an AWS name this one uses (same region, endpoint and identity).
+    pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
 }
 
 /// The conditions list is a map keyed by `type` (metav1.Condition convention), so server-side

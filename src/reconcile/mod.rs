@@ -1,7 +1,8 @@
 //! The reconcile pipeline (DESIGN.md section 3), the only place that sequences I/O:
 //!
 //! ```text
-//! validate (pure) -> dereference (IO: Secrets) -> observe (IO: AWS) -> plan (pure)
+//! validate (pure) -> ownership (IO: the cache; pure judgement) -> dereference (IO: Secrets)
+//!   -> observe (IO: AWS) -> plan (pure)
 //!   [-> observe what the plan needs (IO: Console, AWS) -> plan (pure)]
 //!   -> apply (IO: AWS) -> status (pure) -> one status patch (IO)
 //! ```
@@ -11,6 +12,7 @@ pub mod apply;
 pub mod install_bundle;
 pub mod observe;
 pub mod observed;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 pub mod teardown;
@@ -79,7 +81,10 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let mut desired = validate(edd)?; // (pure)
     check_access(edd, ctx)?; // (pure): the installer's rules, before any request
     ctx.config.access.check_console_url(&desired.console.url).map_err(refused)?;
-    let (aws, console) = dereference(edd, &desired, ctx).await?; // (IO): Secrets; no AWS call yet
+    let target = aws_target(edd, ctx).await?; // (IO): the AWS Secret
+    // One owner per AWS name, decided before anything is looked at in AWS: a loser stops here.
+    ownership::claim(ctx, edd, &target).await?; // (IO: the cache) + (pure) judgement
+    let (aws, console) = dereference(&desired, &target, ctx).await?; // (IO): Secrets; no AWS call yet
     if let Some(name) = desired.proxy_credentials_secret.clone() {
         let s = read_secret(ctx, &ns, &name).await?;
         let (user, password) = (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
@@ -250,12 +255,11 @@ pub(crate) fn outcome_of(err: &Error) -> Outcome<'static> {
 
 /// (IO) Reads the Secrets the spec names and returns the clients to use.
 async fn dereference(
-    edd: &EcsDefenderDeployment,
     desired: &Desired,
+    target: &AwsTarget,
     ctx: &Arc<Context>,
 ) -> Result<(AwsClients, Arc<ConsoleClient>)> {
-    let target = aws_target(edd, ctx).await?;
-    let aws = ctx.aws.clients(&target).await;
+    let aws = ctx.aws.clients(target).await;
     let ns = &desired.namespace;
     let creds = read_secret(ctx, ns, &desired.console.credentials_secret).await?;
     // The Secret names the Console its credentials are for; nothing is sent anywhere else.
