@@ -29,7 +29,7 @@ use crate::{
     crd::{EcsDefenderDeployment, FINALIZER},
     error::Error,
     metrics::Metrics,
-    prisma::ConsolePool,
+    prisma::{Backoff as ConsoleBackoff, ConsolePool},
     reconcile::{self, Progress, ownership::Ownership},
 };
 
@@ -57,7 +57,11 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
         .reconcile_on(requeued);
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
-        consoles: ConsolePool::new(metrics.clone()),
+        // One backoff per Console for all resources using it, paced like a resource's retries.
+        consoles: ConsolePool::new(
+            metrics.clone(),
+            ConsoleBackoff { first: config.converging_requeue, max: config.max_backoff },
+        ),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
@@ -183,6 +187,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         Progress::Converging => Ok(Action::requeue(ctx.config.converging_requeue)),
         Progress::Steady => Ok(Action::requeue(ctx.config.steady_requeue)),
         Progress::Stalled => Ok(Action::requeue(ctx.config.stalled_requeue)),
+        Progress::ConsoleBackoff(wait) => Ok(Action::requeue(wait.max(ctx.config.converging_requeue))),
     }
 }
 

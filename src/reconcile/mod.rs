@@ -49,6 +49,8 @@ pub enum Progress {
     Steady,
     /// A human must act; look again now and then, in case the world fixed itself.
     Stalled,
+    /// Only the Console is missing (it does not answer): look again when its backoff ends.
+    ConsoleBackoff(Duration),
 }
 
 /// (IO) Brings one resource one step closer to its spec and reports it. Every error ends the
@@ -151,8 +153,23 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         return Ok(Ok(Progress::Stalled));
     }
     let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
+    if let Some(outage) = &observed.console_unavailable
+        && !suspended
+        && !applied.changed()
+        && aws_settled(&plan)
+    {
+        return Ok(Ok(Progress::ConsoleBackoff(outage.retry_in)));
+    }
     // Suspended resources are only observed: no need to look often.
     Ok(Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging }))
+}
+
+/// Nothing on the AWS side is under way (no step but the Console's is progressing, nothing is
+/// being removed): what is left waits for the Console.
+fn aws_settled(plan: &Plan) -> bool {
+    let s = &plan.steps;
+    [&s.cluster, &s.workers, &s.service].iter().all(|st| st.state != plan::StepState::Progressing)
+        && plan.removing.is_none()
 }
 
 /// (IO) observe -> (pure) plan, repeated while the plan needs more observations.
