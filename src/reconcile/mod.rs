@@ -200,12 +200,16 @@ async fn observe_and_plan(
 pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
     let result = teardown_step(edd, ctx).await;
     if let Err(err) = &result {
-        let message = format!(
-            "teardown blocked: {err}; fix this, or set spec.deletionPolicy: Orphan to leave the AWS resources in place"
-        );
+        // The finalizer stays either way: what was created is deleted, or the user says to keep it.
         let outcome = if err.is_transient() {
+            let message = format!(
+                "teardown interrupted: {err}; retrying with backoff (or set spec.deletionPolicy: Orphan to let go without deleting the AWS resources)"
+            );
             Outcome::Retrying { reason: err.category(), message }
         } else {
+            let message = format!(
+                "teardown blocked: {err}; fix this, or set spec.deletionPolicy: Orphan to leave the AWS resources in place"
+            );
             Outcome::Stalled { reason: err.category(), message }
         };
         let generation = edd.metadata.generation.unwrap_or_default();
