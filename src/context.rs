@@ -10,7 +10,9 @@ use std::{
 
 use kube::{Client, runtime::events::Recorder};
 
-use crate::{access::AccessRules, aws::AwsPool, metrics::Metrics, prisma::ConsolePool};
+use crate::{
+    access::AccessRules, aws::AwsPool, metrics::Metrics, prisma::ConsolePool, reconcile::ownership::Ownership,
+};
 
 /// Operator settings (flags / environment).
 #[derive(Clone, Debug)]
@@ -66,4 +68,7 @@ pub struct Context {
     pub config: Config,
     /// Consecutive failures per resource, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Who owns which AWS names among the resources (judged before observe), and the re-queue of
+    /// losers when an owner goes.
+    pub ownership: Ownership,
 }

@@ -29,8 +29,8 @@ use crate::{
     crd::{EcsDefenderDeployment, FINALIZER},
     error::Error,
     metrics::Metrics,
-    prisma::ConsolePool,
-    reconcile::{self, Progress},
+    prisma::{Backoff as ConsoleBackoff, ConsolePool},
+    reconcile::{self, Progress, ownership::Ownership},
 };
 
 pub use crate::context::{Config, Context};
@@ -48,13 +48,25 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
              kubectl apply -f crds/ecsdefenderdeployments.ecsdefender.io.yaml"
         );
     }
+    // Losers of an ownership conflict are re-queued through this channel when the owner goes.
+    let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    // Back on its feet within seconds of the API server's return (the default backoff, kind to a
+    // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
+    let mut controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .trigger_backoff(QuickBackoff::default())
+        .reconcile_on(requeued);
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
-        consoles: ConsolePool::new(metrics.clone()),
+        // One backoff per Console for all resources using it, paced like a resource's retries.
+        consoles: ConsolePool::new(
+            metrics.clone(),
+            ConsoleBackoff { first: config.converging_requeue, max: config.max_backoff },
+        ),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
         ),
+        ownership: Ownership::new(controller.store(), requeue),
         client,
         metrics,
         config,
@@ -62,10 +74,6 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     });
     info!("watching EcsDefenderDeployments");
     ready.store(true, Ordering::SeqCst);
-    // Back on its feet within seconds of the API server's return (the default backoff, kind to a
-    // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
-    let mut controller =
-        Controller::new(api, watcher::Config::default().any_semantic()).trigger_backoff(QuickBackoff::default());
     if ctx.config.watch_secrets {
         // A Secret created or fixed after the resource takes effect in seconds. Only metadata is
         // watched: the operator never holds Secret values it was not asked to read.
@@ -149,6 +157,8 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     // and written by server-side apply (which drops any field left out), so start from the
     // apiserver's current copy.
     let Some(edd) = api.get_opt(&cached.name_any()).await? else {
+        // Gone (its finalizer removed elsewhere): whoever waited for its names goes on.
+        ctx.ownership.release(&cached.uid().unwrap_or_default()).await;
         return Ok(Action::await_change());
     };
     let edd = &edd;
@@ -160,6 +170,8 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         if reconcile::reconcile_cleanup(edd, ctx).await? {
             let finalizers: Vec<String> = edd.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
             set_finalizers(&api, edd, finalizers).await?;
+            // Whoever waited for this resource's AWS names takes over now, not at its next requeue.
+            ctx.ownership.release(&edd.uid().unwrap_or_default()).await;
             info!("teardown complete; finalizer removed");
             return Ok(Action::await_change());
         }
@@ -175,6 +187,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         Progress::Converging => Ok(Action::requeue(ctx.config.converging_requeue)),
         Progress::Steady => Ok(Action::requeue(ctx.config.steady_requeue)),
         Progress::Stalled => Ok(Action::requeue(ctx.config.stalled_requeue)),
+        Progress::ConsoleBackoff(wait) => Ok(Action::requeue(wait.max(ctx.config.converging_requeue))),
     }
 }
 

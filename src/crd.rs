@@ -612,6 +612,12 @@ pub mod reasons {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// Event: something of ours was changed or deleted outside the operator and is put back.
     pub const DRIFT_REPAIRED: &str = "DriftRepaired";
+    /// Another resource owns an AWS name this one uses (same region, endpoint and identity).
+    pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
+    /// The Console cannot be reached or fails (5xx, network): retried with backoff.
+    pub const CONSOLE_UNAVAILABLE: &str = "ConsoleUnavailable";
+    /// The Console answers 429: retried after the time it asks for, at least.
+    pub const CONSOLE_RATE_LIMITED: &str = "ConsoleRateLimited";
 }
 
 /// The conditions list is a map keyed by `type` (metav1.Condition convention), so server-side

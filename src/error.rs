@@ -1,7 +1,7 @@
 //! The operator's top-level error: what stopped a reconcile, whether retrying can help, and a
 //! fixed category name used as the metrics label and the Event reason.
 
-use crate::{aws::AwsError, prisma::ConsoleError, validate::InvalidSpec};
+use crate::{aws::AwsError, crd::reasons, prisma::ConsoleError, validate::InvalidSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,8 +33,8 @@ impl Error {
             Error::Aws(e) => aws_category(e),
             Error::Console(ConsoleError::Unauthorized { .. }) => "ConsoleUnauthorized",
             Error::Console(ConsoleError::Forbidden { .. }) => "ConsoleForbidden",
-            Error::Console(ConsoleError::RateLimited { .. }) => "ConsoleRateLimited",
-            Error::Console(e) if e.is_transient() => "ConsoleUnavailable",
+            Error::Console(ConsoleError::RateLimited { .. }) => reasons::CONSOLE_RATE_LIMITED,
+            Error::Console(e) if e.is_transient() => reasons::CONSOLE_UNAVAILABLE,
             Error::Console(ConsoleError::Config(_)) => "ConsoleConfigInvalid",
             Error::Console(_) => "ConsoleError",
             Error::Kube(_) => "KubeApiError",

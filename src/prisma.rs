@@ -3,7 +3,9 @@
 //! the Console's version, the generated ECS task definition, and the connected Defenders.
 //!
 //! Clients are shared per (URL, credentials, TLS settings, project) through [`ConsolePool`], so a
-//! Console gets one token however many resources use it. No secret (password, token, install
+//! Console gets one token however many resources use it, and one backoff: after a transient
+//! failure (5xx, network, 429) [`ConsoleClient::guarded`] leaves the Console alone for a while,
+//! doubling up to a limit, whatever the number of resources asking. No secret (password, token, install
 //! bundle) is ever logged or put into an error message.
 
 use std::{
@@ -16,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Metrics;
+use crate::{crd::reasons, metrics::Metrics};
 
 /// Renew the token when it is older than this (SaaS tokens embed a 10-minute platform token;
 /// the Console's docs recommend renewing every 5 minutes).
@@ -118,16 +120,57 @@ pub struct CloudMetadata {
     pub resource_id: String,
 }
 
+/// How long a Console is left alone after consecutive transient failures: `first`, doubling up
+/// to `max`, each scaled into [50%, 100%] (jitter), and never less than a `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { first: Duration::from_secs(5), max: Duration::from_secs(300) }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` consecutive failures; `random` in [0, 1].
+    pub fn delay(&self, failures: u32, random: f64) -> Duration {
+        let exp = self.first.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(self.max);
+        exp.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
+    }
+}
+
+/// Why the Console was not answering (now, or when last asked and still backing off).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleOutage {
+    /// `ConsoleUnavailable` (5xx, network) or `ConsoleRateLimited` (429).
+    pub reason: &'static str,
+    pub message: String,
+    /// When the Console is asked again.
+    pub retry_in: Duration,
+}
+
+/// The backoff state of one client.
+struct Outage {
+    failures: u32,
+    until: Instant,
+    reason: &'static str,
+    message: String,
+}
+
 /// Clients shared across resources.
 #[derive(Clone)]
 pub struct ConsolePool {
     clients: Arc<Mutex<HashMap<String, Arc<ConsoleClient>>>>,
     metrics: Arc<Metrics>,
+    backoff: Backoff,
 }
 
 impl ConsolePool {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { clients: Default::default(), metrics }
+    pub fn new(metrics: Arc<Metrics>, backoff: Backoff) -> Self {
+        Self { clients: Default::default(), metrics, backoff }
     }
 
     pub fn client(&self, target: &ConsoleTarget) -> Result<Arc<ConsoleClient>, ConsoleError> {
@@ -136,7 +179,9 @@ impl ConsolePool {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let c = Arc::new(ConsoleClient::new(target.clone(), self.metrics.clone())?);
+        let mut c = ConsoleClient::new(target.clone(), self.metrics.clone())?;
+        c.backoff = self.backoff;
+        let c = Arc::new(c);
         clients.insert(key, c.clone());
         Ok(c)
     }
@@ -152,6 +197,8 @@ pub struct ConsoleClient {
     target: ConsoleTarget,
     token: tokio::sync::Mutex<Option<Token>>,
     metrics: Arc<Metrics>,
+    backoff: Backoff,
+    outage: Mutex<Option<Outage>>,
 }
 
 impl ConsoleClient {
@@ -174,7 +221,64 @@ impl ConsoleClient {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| ConsoleError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, target, token: Default::default(), metrics })
+        Ok(Self {
+            http,
+            target,
+            token: Default::default(),
+            metrics,
+            backoff: Backoff::default(),
+            outage: Default::default(),
+        })
+    }
+
+    /// Runs `call` unless the Console is backing off after a transient failure. `Ok(Err(outage))`:
+    /// not answered, now or during the backoff (transient); `Err`: answered with a refusal
+    /// (credentials, permissions, a bad request) that retrying cannot fix.
+    pub async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, ConsoleError>>,
+    ) -> Result<Result<T, ConsoleOutage>, ConsoleError> {
+        if let Some(outage) = self.backing_off(Instant::now()) {
+            return Ok(Err(outage));
+        }
+        match call.await {
+            Ok(v) => {
+                *self.outage.lock().unwrap() = None;
+                Ok(Ok(v))
+            }
+            Err(e) if e.is_transient() => Ok(Err(self.failed(&e, Instant::now(), rand::random::<f64>()))),
+            Err(e) => {
+                *self.outage.lock().unwrap() = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// `Some` while the Console is left alone. Once the wait is over one caller is let through;
+    /// the others keep waiting (one more step) until it has an answer, so a returning Console
+    /// meets one request, not one per resource.
+    fn backing_off(&self, now: Instant) -> Option<ConsoleOutage> {
+        let mut slot = self.outage.lock().unwrap();
+        let o = slot.as_mut()?;
+        if now < o.until {
+            return Some(ConsoleOutage { reason: o.reason, message: o.message.clone(), retry_in: o.until - now });
+        }
+        o.until = now + self.backoff.delay(o.failures, 1.0);
+        None
+    }
+
+    /// Records a transient failure and returns the outage with the wait before the next try.
+    fn failed(&self, e: &ConsoleError, now: Instant, random: f64) -> ConsoleOutage {
+        let mut slot = self.outage.lock().unwrap();
+        let failures = slot.as_ref().map_or(0, |o| o.failures).saturating_add(1);
+        let wait = self.backoff.delay(failures, random).max(e.retry_after().unwrap_or_default());
+        let reason = match e {
+            ConsoleError::RateLimited { .. } => reasons::CONSOLE_RATE_LIMITED,
+            _ => reasons::CONSOLE_UNAVAILABLE,
+        };
+        let message = format!("{e}; retrying with backoff");
+        *slot = Some(Outage { failures, until: now + wait, reason, message: message.clone() });
+        ConsoleOutage { reason, message, retry_in: wait }
     }
 
     /// `GET /api/v1/version`: the Console's version, a JSON string.
@@ -420,4 +524,80 @@ fn transport_message(e: &reqwest::Error) -> String {
 
 fn jitter() -> Duration {
     Duration::from_millis(rand::random::<u64>() % 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ConsoleClient {
+        crate::install_crypto_provider();
+        let target = ConsoleTarget {
+            url: "http://127.0.0.1:1".into(),
+            username: "u".into(),
+            password: "p".into(),
+            ca_pem: None,
+            insecure_skip_tls_verify: false,
+            project: None,
+        };
+        let mut c = ConsoleClient::new(target, Arc::new(Metrics::default())).unwrap();
+        c.backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(8) };
+        c
+    }
+
+    fn server_error() -> ConsoleError {
+        ConsoleError::Server { operation: "version", status: 503, message: "down".into() }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_limit_with_jitter() {
+        let b = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(8) };
+        assert_eq!(b.delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(b.delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(b.delay(30, 1.0), Duration::from_secs(8));
+        assert_eq!(b.delay(3, 0.0), Duration::from_secs(2), "jitter keeps at least half");
+    }
+
+    #[test]
+    fn after_a_transient_failure_the_console_is_left_alone_then_probed_once() {
+        let c = client();
+        let t0 = Instant::now();
+        assert_eq!(c.backing_off(t0), None, "nothing failed yet");
+        let out = c.failed(&server_error(), t0, 1.0);
+        assert_eq!(out.reason, "ConsoleUnavailable");
+        assert_eq!(out.retry_in, Duration::from_secs(1));
+        assert!(out.message.contains("(503)"), "{}", out.message);
+        assert!(c.backing_off(t0 + Duration::from_millis(500)).is_some(), "still waiting");
+        // The wait is over: one caller probes, the next one keeps waiting for its answer.
+        assert_eq!(c.backing_off(t0 + Duration::from_secs(1)), None);
+        assert!(c.backing_off(t0 + Duration::from_secs(1)).is_some());
+        // The probe fails too: the wait doubles.
+        let out = c.failed(&server_error(), t0 + Duration::from_secs(1), 1.0);
+        assert_eq!(out.retry_in, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_rate_limit_waits_at_least_what_the_console_asks() {
+        let c = client();
+        let e = ConsoleError::RateLimited { operation: "defenders", retry_after: Some(Duration::from_secs(6)) };
+        let out = c.failed(&e, Instant::now(), 1.0);
+        assert_eq!((out.reason, out.retry_in), ("ConsoleRateLimited", Duration::from_secs(6)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_ends_the_backoff_and_a_refusal_is_not_an_outage() {
+        let c = client();
+        c.failed(&server_error(), Instant::now() - Duration::from_secs(60), 1.0);
+        let answered: Result<Result<u8, ConsoleOutage>, ConsoleError> = c.guarded(async { Ok(7) }).await;
+        assert_eq!(answered.unwrap(), Ok(7));
+        assert_eq!(c.backing_off(Instant::now()), None);
+        let refused =
+            c.guarded(async { Err::<u8, _>(ConsoleError::Unauthorized { status: 401, message: "no".into() }) }).await;
+        assert!(matches!(refused, Err(ConsoleError::Unauthorized { .. })));
+        let down = c.guarded(async { Err::<u8, _>(server_error()) }).await.unwrap();
+        assert!(down.is_err());
+        let skipped: Result<Result<u8, ConsoleOutage>, ConsoleError> =
+            c.guarded(async { panic!("the Console is not asked while it backs off") }).await;
+        assert!(matches!(skipped, Ok(Err(_))));
+    }
 }

@@ -1,7 +1,8 @@
 //! The reconcile pipeline (DESIGN.md section 3), the only place that sequences I/O:
 //!
 //! ```text
-//! validate (pure) -> dereference (IO: Secrets) -> observe (IO: AWS) -> plan (pure)
+//! validate (pure) -> ownership (IO: the cache; pure judgement) -> dereference (IO: Secrets)
+//!   -> observe (IO: AWS) -> plan (pure)
 //!   [-> observe what the plan needs (IO: Console, AWS) -> plan (pure)]
 //!   -> apply (IO: AWS) -> status (pure) -> one status patch (IO)
 //! ```
@@ -11,6 +12,7 @@ pub mod apply;
 pub mod install_bundle;
 pub mod observe;
 pub mod observed;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 pub mod teardown;
@@ -47,6 +49,8 @@ pub enum Progress {
     Steady,
     /// A human must act; look again now and then, in case the world fixed itself.
     Stalled,
+    /// Only the Console is missing (it does not answer): look again when its backoff ends.
+    ConsoleBackoff(Duration),
 }
 
 /// (IO) Brings one resource one step closer to its spec and reports it. Every error ends the
@@ -79,7 +83,10 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let mut desired = validate(edd)?; // (pure)
     check_access(edd, ctx)?; // (pure): the installer's rules, before any request
     ctx.config.access.check_console_url(&desired.console.url).map_err(refused)?;
-    let (aws, console) = dereference(edd, &desired, ctx).await?; // (IO): Secrets; no AWS call yet
+    let target = aws_target(edd, ctx).await?; // (IO): the AWS Secret
+    // One owner per AWS name, decided before anything is looked at in AWS: a loser stops here.
+    ownership::claim(ctx, edd, &target).await?; // (IO: the cache) + (pure) judgement
+    let (aws, console) = dereference(&desired, &target, ctx).await?; // (IO): Secrets; no AWS call yet
     if let Some(name) = desired.proxy_credentials_secret.clone() {
         let s = read_secret(ctx, &ns, &name).await?;
         let (user, password) = (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
@@ -146,8 +153,23 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         return Ok(Ok(Progress::Stalled));
     }
     let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
+    if let Some(outage) = &observed.console_unavailable
+        && !suspended
+        && !applied.changed()
+        && aws_settled(&plan)
+    {
+        return Ok(Ok(Progress::ConsoleBackoff(outage.retry_in)));
+    }
     // Suspended resources are only observed: no need to look often.
     Ok(Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging }))
+}
+
+/// Nothing on the AWS side is under way (no step but the Console's is progressing, nothing is
+/// being removed): what is left waits for the Console.
+fn aws_settled(plan: &Plan) -> bool {
+    let s = &plan.steps;
+    [&s.cluster, &s.workers, &s.service].iter().all(|st| st.state != plan::StepState::Progressing)
+        && plan.removing.is_none()
 }
 
 /// (IO) observe -> (pure) plan, repeated while the plan needs more observations.
@@ -178,12 +200,16 @@ async fn observe_and_plan(
 pub async fn reconcile_cleanup(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<bool> {
     let result = teardown_step(edd, ctx).await;
     if let Err(err) = &result {
-        let message = format!(
-            "teardown blocked: {err}; fix this, or set spec.deletionPolicy: Orphan to leave the AWS resources in place"
-        );
+        // The finalizer stays either way: what was created is deleted, or the user says to keep it.
         let outcome = if err.is_transient() {
+            let message = format!(
+                "teardown interrupted: {err}; retrying with backoff (or set spec.deletionPolicy: Orphan to let go without deleting the AWS resources)"
+            );
             Outcome::Retrying { reason: err.category(), message }
         } else {
+            let message = format!(
+                "teardown blocked: {err}; fix this, or set spec.deletionPolicy: Orphan to leave the AWS resources in place"
+            );
             Outcome::Stalled { reason: err.category(), message }
         };
         let generation = edd.metadata.generation.unwrap_or_default();
@@ -250,12 +276,11 @@ pub(crate) fn outcome_of(err: &Error) -> Outcome<'static> {
 
 /// (IO) Reads the Secrets the spec names and returns the clients to use.
 async fn dereference(
-    edd: &EcsDefenderDeployment,
     desired: &Desired,
+    target: &AwsTarget,
     ctx: &Arc<Context>,
 ) -> Result<(AwsClients, Arc<ConsoleClient>)> {
-    let target = aws_target(edd, ctx).await?;
-    let aws = ctx.aws.clients(&target).await;
+    let aws = ctx.aws.clients(target).await;
     let ns = &desired.namespace;
     let creds = read_secret(ctx, ns, &desired.console.credentials_secret).await?;
     // The Secret names the Console its credentials are for; nothing is sent anywhere else.

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     aws::{AwsClients, AwsError, tags::owned_by},
     crd::{EcsDefenderDeploymentStatus, WorkerKind},
-    prisma::{ConsoleClient, ConsoleError},
+    prisma::{ConsoleClient, ConsoleError, ConsoleOutage},
     validate::{Desired, EXECUTION_ROLE_POLICY, ExecutionRole, ImageSource},
 };
 
@@ -124,18 +124,20 @@ pub async fn fetch_needs(
                     Some(aws.list_stopped_service_tasks(&desired.cluster_name, &desired.service_name).await?);
             }
             Need::Stale => o.stale = Some(describe_stale(aws, desired, o).await?),
-            Need::ConsoleVersion => o.console_version = Some(console.version().await?),
+            Need::ConsoleVersion => {
+                if let Some(v) = ask(console, &mut o.console_unavailable, console.version()).await? {
+                    o.console_version = Some(v);
+                }
+            }
             Need::GeneratedTaskDefinition => {
-                let version = match &o.console_version {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = console.version().await?;
-                        o.console_version = Some(v.clone());
-                        v
-                    }
-                };
-                let definition = console.generate_ecs_task(&desired.generator_options).await?;
-                o.generated = Some(build_generated(definition, &desired.task_family, version));
+                if o.console_version.is_none() {
+                    o.console_version = ask(console, &mut o.console_unavailable, console.version()).await?;
+                }
+                let Some(version) = o.console_version.clone() else { continue };
+                let generate = console.generate_ecs_task(&desired.generator_options);
+                if let Some(definition) = ask(console, &mut o.console_unavailable, generate).await? {
+                    o.generated = Some(build_generated(definition, &desired.task_family, version));
+                }
             }
             Need::InstanceHostnames => {
                 let ids: Vec<String> = o.container_instances.iter().map(|ci| ci.ec2_instance_id.clone()).collect();
@@ -145,11 +147,32 @@ pub async fn fetch_needs(
                 // Defenders report the cluster override when one is set, else the ECS cluster's name.
                 let cluster =
                     desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
-                o.defenders = Some(console.defenders(Some(cluster), Some(true)).await?);
+                o.defenders =
+                    ask(console, &mut o.console_unavailable, console.defenders(Some(cluster), Some(true))).await?;
             }
         }
     }
     Ok(())
+}
+
+/// (IO) One Console call, unless the Console already failed in this reconcile or is backing off:
+/// `Ok(None)` with `outage` set when it does not answer (the AWS side goes on without it); `Err`
+/// when it refuses (bad credentials, permissions), which no retry fixes.
+async fn ask<T>(
+    console: &ConsoleClient,
+    outage: &mut Option<ConsoleOutage>,
+    call: impl Future<Output = Result<T, ConsoleError>>,
+) -> Result<Option<T>, ConsoleError> {
+    if outage.is_some() {
+        return Ok(None);
+    }
+    match console.guarded(call).await? {
+        Ok(v) => Ok(Some(v)),
+        Err(o) => {
+            *outage = Some(o);
+            Ok(None)
+        }
+    }
 }
 
 /// The launch configuration the current launch data names (known once the inputs are resolved).

@@ -10,7 +10,7 @@ use crate::{
         secretsmanager::Secret,
     },
     crd::{EcsDefenderDeploymentStatus, OwnedResources},
-    prisma::Defender,
+    prisma::{ConsoleOutage, Defender},
 };
 
 /// What observe found. `None` in the optional observations means "not looked at yet".
@@ -43,6 +43,9 @@ pub struct Observed {
     pub stopped_tasks: Option<Vec<Task>>,
     /// The Console's version (one cheap call per reconcile).
     pub console_version: Option<String>,
+    /// The Console did not answer (5xx, network, 429), or is left alone while it backs off: what
+    /// needs it waits, with this reason; the AWS side goes on.
+    pub console_unavailable: Option<ConsoleOutage>,
     pub launch_inputs: Option<LaunchInputs>,
     /// The workers' instance profile and key pair: looked at only before they are first created.
     pub prerequisites: Option<Prerequisites>,

@@ -255,12 +255,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // refresh, a resize): the DAEMON service follows the instances by itself.
     let workers_usable = workers.ready() || (p.workers_exist && workers.state == StepState::Progressing);
     let task_definition = if workers_usable { p.plan_task_definition() } else { StepReport::blocked("the workers") };
-    let service = if task_definition.ready() || p.registering() {
+    // While the Console does not answer, the revision registered earlier stays in use and the
+    // service is kept running it.
+    let service = if task_definition.ready() || p.registering() || p.revision_kept() {
         p.plan_service()
     } else {
         StepReport::blocked("the task definition")
     };
-    let defenders = if service.ready() { p.plan_defenders() } else { StepReport::blocked("the service") };
+    let defenders = match &observed.console_unavailable {
+        _ if service.ready() => p.plan_defenders(),
+        Some(outage) => StepReport::new(
+            StepState::Blocked,
+            outage.reason,
+            format!("cannot ask the Console which Defenders are connected: {}", outage.message),
+        ),
+        None => StepReport::blocked("the service"),
+    };
     let steps = Steps { cluster, workers, task_definition, service, defenders };
     let removing = if steps.cluster.ready() { p.plan_stale(&steps) } else { None };
     let owned = p.owned_after();
@@ -382,6 +392,24 @@ impl<'a> Planner<'a> {
         self.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. }))
     }
 
+    /// The Console does not answer and a revision of ours is registered: it stays in use.
+    fn revision_kept(&self) -> bool {
+        self.observed.console_unavailable.is_some() && self.our_latest_revision().is_some()
+    }
+
+    fn our_latest_revision(&self) -> Option<&'a crate::aws::ecs::TaskDefinition> {
+        self.observed.task_definition.as_ref().filter(|td| td.active && owned_by(&td.tags, &self.desired.uid))
+    }
+
+    /// The task-definition step while the Console does not answer.
+    fn console_outage_report(&self, outage: &crate::prisma::ConsoleOutage) -> StepReport {
+        let kept = match self.our_latest_revision() {
+            Some(td) => format!("{}:{} stays in use until it answers", td.family, td.revision),
+            None => "the Defender's task definition is registered once it answers".into(),
+        };
+        StepReport::new(StepState::Progressing, outage.reason, format!("{}; {kept}", outage.message))
+    }
+
     /// A sentence for an Event when the spec did not change since the last reconcile (so a
     /// difference found now was made outside the operator).
     fn note_drift(&mut self, action: &'static str, what: String) {
@@ -436,7 +464,9 @@ impl<'a> Planner<'a> {
     /// and key pair. `Some` while something is still to be looked at or is wrong.
     fn preflight(&mut self) -> Option<StepReport> {
         let o = self.observed;
-        if o.console_version.is_none() {
+        // A Console that does not answer holds up only what needs it: its login and version are
+        // checked when it answers, before the task definition.
+        if o.console_version.is_none() && o.console_unavailable.is_none() {
             self.needs.insert(Need::ConsoleVersion);
         }
         if let Some(w) = &self.desired.workers {
@@ -806,7 +836,7 @@ impl<'a> Planner<'a> {
     fn plan_task_definition(&mut self) -> StepReport {
         let d = self.desired;
         let o = self.observed;
-        let latest = o.task_definition.as_ref().filter(|td| td.active && owned_by(&td.tags, &d.uid));
+        let latest = self.our_latest_revision();
         if let Some(td) = &o.task_definition
             && !owned_by(&td.tags, &d.uid)
             && td.active
@@ -829,6 +859,9 @@ impl<'a> Planner<'a> {
             },
         };
         let Some(console_version) = &o.console_version else {
+            if let Some(outage) = &o.console_unavailable {
+                return self.console_outage_report(outage);
+            }
             self.needs.insert(Need::ConsoleVersion);
             return StepReport::new(StepState::Progressing, "Checking", "asking the Console for its version");
         };
@@ -861,6 +894,9 @@ impl<'a> Planner<'a> {
             );
         }
         let Some(generated) = &o.generated else {
+            if let Some(outage) = &o.console_unavailable {
+                return self.console_outage_report(outage);
+            }
             self.needs.insert(Need::GeneratedTaskDefinition);
             return StepReport::new(
                 StepState::Progressing,
@@ -1192,6 +1228,13 @@ impl<'a> Planner<'a> {
 
     fn plan_defenders(&mut self) -> StepReport {
         let Some(defenders) = &self.observed.defenders else {
+            if let Some(outage) = &self.observed.console_unavailable {
+                return StepReport::new(
+                    StepState::Progressing,
+                    outage.reason,
+                    format!("cannot ask the Console which Defenders are connected: {}", outage.message),
+                );
+            }
             self.needs.insert(Need::Defenders);
             return StepReport::new(
                 StepState::Progressing,
@@ -2151,6 +2194,63 @@ mod tests {
         assert!(lc.name.starts_with(&format!("demo-workers-{}-", w.owner_hash)), "{}", lc.name);
         assert_ne!(lc.name, "demo-workers", "never the bare name a person may have used");
         assert_eq!(p.owned.launch_configurations, std::slice::from_ref(&lc.name));
+    }
+
+    fn outage() -> crate::prisma::ConsoleOutage {
+        crate::prisma::ConsoleOutage {
+            reason: "ConsoleUnavailable",
+            message: "the Console failed version (503): down; retrying with backoff".into(),
+            retry_in: std::time::Duration::from_secs(4),
+        }
+    }
+
+    #[test]
+    fn a_console_that_does_not_answer_holds_up_only_what_needs_it() {
+        // Before the first change: the AWS checks suffice to create the cluster.
+        let o = Observed { console_version: None, console_unavailable: Some(outage()), ..preflighted() };
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["CreateCluster"]);
+        assert!(p.needs.is_empty(), "{:?}", p.needs);
+        // Workers ready, nothing registered yet: the task definition waits for the Console, and
+        // both Console steps say why.
+        let mut o = converged();
+        o.task_definition = None;
+        o.service = None;
+        o.tasks = vec![];
+        o.console_version = None;
+        o.defenders = None;
+        o.recorded = Recorded::default();
+        o.console_unavailable = Some(outage());
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "{:?}", names(&p));
+        assert!(p.needs.is_empty(), "{:?}", p.needs);
+        assert_eq!(p.steps.workers.state, StepState::Ready);
+        for step in [&p.steps.task_definition, &p.steps.defenders] {
+            assert_eq!(step.reason, "ConsoleUnavailable", "{step:?}");
+            assert_ne!(step.state, StepState::Failed, "an outage is not for a person to fix");
+        }
+        assert_eq!(p.steps.service.reason, "Waiting");
+    }
+
+    #[test]
+    fn a_console_outage_at_a_resync_keeps_the_revision_and_changes_nothing() {
+        let mut o = converged();
+        o.console_version = None;
+        o.defenders = None;
+        o.console_unavailable = Some(outage());
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "{:?}", names(&p));
+        assert!(p.needs.is_empty(), "{:?}", p.needs);
+        let td = &p.steps.task_definition;
+        assert_eq!((td.state, td.reason), (StepState::Progressing, "ConsoleUnavailable"));
+        assert!(td.message.contains("demo-defender:1 stays in use"), "{}", td.message);
+        assert_eq!(p.steps.service.state, StepState::Ready, "the service is still checked against AWS");
+        assert_eq!(p.steps.defenders.reason, "ConsoleUnavailable");
+        // The version answered, the generator did not: the same.
+        o.console_version = Some("34.04.100".into());
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty() && p.needs.is_empty());
+        assert_eq!(p.steps.task_definition.reason, "ConsoleUnavailable");
     }
 
     #[test]

@@ -72,8 +72,13 @@ pub fn build_status(
                     Some((_, step)) => (step.reason, step.message.clone()),
                     None => ("Removing", plan.removing.clone().unwrap_or_default()),
                 };
-            // Progress: an AWS change made, or what is awaited changed since the last reconcile.
-            let waiting = applied.failed.is_none() && failed_step.is_none() && !ready && !suspended;
+            // Progress: an AWS change made, or what is awaited changed since the last reconcile. A
+            // Console that does not answer is retried like a failing AWS call: no deadline.
+            let waiting = applied.failed.is_none()
+                && failed_step.is_none()
+                && !ready
+                && !suspended
+                && observed.console_unavailable.is_none();
             let previously_awaited = prev
                 .and_then(|p| p.conditions.iter().find(|cd| cd.type_ == c::RECONCILING && cd.status == "True"))
                 .map(|cd| cd.message.as_str());

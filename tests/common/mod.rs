@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub mod inventory;
 pub mod process;
 
 use ecs_defender_operator::crd::EcsDefenderDeployment;
