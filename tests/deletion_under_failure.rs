@@ -1,7 +1,8 @@
 //! Deletion and creation under failure (issue 13, reliability): AWS unreachable in the middle of
 //! a teardown keeps the finalizer, says why and finishes after recovery with nothing left in AWS;
-//! a Console that does not answer holds up only what needs it (the cluster and workers are
-//! created), says so with `ConsoleUnavailable` / `ConsoleRateLimited`, is asked again with backoff
+//! a Console that never answered holds up everything (its login is checked before the first AWS
+//! change); one that stops answering after that holds up only what needs it (the cluster and
+//! workers are created), says so with `ConsoleUnavailable` / `ConsoleRateLimited`, is asked again with backoff
 //! (not once per requeue), and the resource reaches Ready when the Console returns.
 
 mod common;
@@ -80,9 +81,29 @@ async fn nudge(h: &Harness, name: &str, n: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_outage_holds_up_only_what_needs_the_console_and_is_retried_with_backoff() {
     let h = Harness::start().await.unwrap();
-    // The Console fails every call, login included, from the start.
+    // The Console fails every call, login included, from the start: its login is checked before
+    // the first AWS change (a wrong password must cost nothing), so nothing is created yet.
     h.sandbox.console().faults().inject(FaultRule::everywhere(ConsoleFault::ServerError));
     h.create(&h.sample("noconsole")).await.unwrap();
+    let waiting = eventually(Duration::from_secs(30), || async {
+        h.condition("noconsole", "ClusterReady").await.filter(|c| c.reason == "ConsoleUnavailable")
+    })
+    .await
+    .expect("ClusterReady does not say the Console is unavailable");
+    assert!(waiting.message.contains("checked before anything is created"), "{}", waiting.message);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mutations = h.sandbox.gate().calls().iter().filter(|c| c.mutating && c.service != "moto").count();
+    assert_eq!(mutations, 0, "an AWS change before the Console's login was checked");
+
+    // The Console answers long enough to check the login, then goes away again once the
+    // workers are being created.
+    h.sandbox.console().faults().clear();
+    eventually(Duration::from_secs(60), || async {
+        (count(&h, "autoscaling:CreateAutoScalingGroup") >= 1).then_some(())
+    })
+    .await
+    .expect("the workers were not created");
+    h.sandbox.console().faults().inject(FaultRule::everywhere(ConsoleFault::ServerError));
 
     // The AWS side goes on without it: cluster, workers, the install bundle's secret and role.
     h.wait_condition("noconsole", "WorkersReady", "True", READY_TIMEOUT).await;

@@ -464,10 +464,26 @@ impl<'a> Planner<'a> {
     /// and key pair. `Some` while something is still to be looked at or is wrong.
     fn preflight(&mut self) -> Option<StepReport> {
         let o = self.observed;
-        // A Console that does not answer holds up only what needs it: its login and version are
-        // checked when it answers, before the task definition.
-        if o.console_version.is_none() && o.console_unavailable.is_none() {
-            self.needs.insert(Need::ConsoleVersion);
+        // The Console's login and version are checked before the first AWS change, so wrong
+        // credentials cost nothing; once something exists, a Console that does not answer holds
+        // up only what needs it.
+        if o.console_version.is_none() {
+            match &o.console_unavailable {
+                None => {
+                    self.needs.insert(Need::ConsoleVersion);
+                }
+                Some(outage) if o.recorded.owned.is_empty() => {
+                    return Some(StepReport::new(
+                        StepState::Progressing,
+                        outage.reason,
+                        format!(
+                            "the Console's login is checked before anything is created, and it does not answer: {}",
+                            outage.message
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         if let Some(w) = &self.desired.workers {
             match &o.launch_inputs {
@@ -2206,8 +2222,14 @@ mod tests {
 
     #[test]
     fn a_console_that_does_not_answer_holds_up_only_what_needs_it() {
-        // Before the first change: the AWS checks suffice to create the cluster.
-        let o = Observed { console_version: None, console_unavailable: Some(outage()), ..preflighted() };
+        // Before the first change the Console's login must have been checked: nothing is created.
+        let mut o = Observed { console_version: None, console_unavailable: Some(outage()), ..preflighted() };
+        let p = plan(&desired(), &o);
+        assert!(p.actions.is_empty(), "{:?}", names(&p));
+        assert_eq!(p.steps.cluster.reason, "ConsoleUnavailable");
+        assert!(p.steps.cluster.message.contains("checked before anything is created"), "{}", p.steps.cluster.message);
+        // Once something was created (here the cluster went since), the AWS checks suffice.
+        o.recorded.owned = owned();
         let p = plan(&desired(), &o);
         assert_eq!(names(&p), ["CreateCluster"]);
         assert!(p.needs.is_empty(), "{:?}", p.needs);
