@@ -94,8 +94,10 @@ pub struct AwsSpec {
     /// A role to assume (cross-account), with the credentials above or the default chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assume_role: Option<AssumeRole>,
-    /// A custom AWS endpoint, only for emulators and private endpoints.
+    /// A custom AWS endpoint (`http(s)://host[:port][/path]`), only for emulators and private
+    /// endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
     pub endpoint_url: Option<String>,
 }
 
@@ -409,13 +411,13 @@ pub struct DefenderOptions {
     /// An HTTP proxy between the Defenders and the Console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyOptions>,
-    /// CPU limit of the Defender container.
+    /// CPU limit of the Defender container (at least 1; omit it for the Console's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1))]
     pub cpu_limit: Option<i32>,
-    /// Memory limit of the Defender container, MiB.
+    /// Memory limit of the Defender container, MiB (at least 1; omit it for the Console's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1))]
     pub memory_limit: Option<i32>,
     /// Enable host custom compliance checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,7 +437,9 @@ pub enum ContainerRuntime {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyOptions {
-    /// Proxy URL, `http://host:port`.
+    /// Proxy URL, `http://host:port` (no path, no user info: credentials come from
+    /// `credentialsSecretRef`).
+    #[schemars(regex(pattern = r"^(https?://[^\s/@]+/?)?$"))]
     pub http_proxy: String,
     /// Comma-separated hosts that bypass the proxy.
     #[serde(default)]

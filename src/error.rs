@@ -17,7 +17,9 @@ pub enum Error {
     Console(#[from] ConsoleError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("{step}: {message}")]
+    /// A refusal before any request: `step` is its reason (the condition's and the Event's),
+    /// so the message does not repeat it.
+    #[error("{message}")]
     Stalled { step: &'static str, message: String },
 }
 

@@ -9,7 +9,7 @@
 //! - [`controller`]: the kube-rs controller, finalizer, requeue and backoff; [`context`]: what
 //!   every reconcile shares.
 //! - [`leader`]: leader election on a Lease; only the holder runs the controller.
-//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`; [`telemetry`]: the log filter.
 
 pub mod access;
 pub mod aws;
@@ -23,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod prisma;
 pub mod reconcile;
+pub mod telemetry;
 pub mod validate;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs, the AWS SDK's) once; kube,

@@ -7,8 +7,8 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use ecs_defender_operator::{access, controller, http, install_crypto_provider, leader, metrics::Metrics};
-use tracing_subscriber::{EnvFilter, prelude::*};
+use ecs_defender_operator::{access, controller, http, install_crypto_provider, leader, metrics::Metrics, telemetry};
+use tracing_subscriber::prelude::*;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -23,7 +23,8 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Log format (the level comes from RUST_LOG, default info).
+    /// Log format (the level comes from RUST_LOG, default info; the AWS SDK and HTTP crates stay
+    /// at info unless RUST_LOG names them).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Watch only this namespace.
@@ -157,7 +158,9 @@ impl LeaderElectionArgs {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     install_crypto_provider();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG as given, but the AWS SDK and the HTTP stack stay at info unless it names them:
+    // their debug and trace output carries credentials (src/telemetry.rs).
+    let filter = telemetry::log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let registry = tracing_subscriber::registry().with(filter);
     match args.log_format {
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),

@@ -351,17 +351,32 @@ pub fn validate(edd: &EcsDefenderDeployment) -> Result<Desired, InvalidSpec> {
                 problems.push(format!("defender.options.proxy.{field} must be one line without control characters"));
             }
         }
-        if !p.http_proxy.is_empty() && url::Url::parse(&p.http_proxy).is_err() {
-            problems
-                .push(format!("defender.options.proxy.httpProxy {:?} is not a URL (http://host:port)", p.http_proxy));
+        // The Defenders take it as `http(s)://host:port`: a path, query or user info has no
+        // place to go (the proxy's credentials come from a Secret).
+        match url::Url::parse(&p.http_proxy) {
+            _ if p.http_proxy.is_empty() => {}
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() => {}
+            _ => problems.push(format!(
+                "defender.options.proxy.httpProxy {:?} is not a proxy URL: use http://host:port, without path or user info",
+                p.http_proxy
+            )),
         }
     }
     if let Some(aws) = &spec.aws
         && let Some(ep) = &aws.endpoint_url
     {
         match url::Url::parse(ep) {
-            Ok(_) => problems.extend(crate::access::url_problems("aws.endpointUrl", ep)),
-            Err(_) => problems.push(format!("aws.endpointUrl {ep:?} is not a URL")),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                problems.extend(crate::access::url_problems("aws.endpointUrl", ep))
+            }
+            _ => problems.push(format!("aws.endpointUrl {ep:?} is not an http(s) URL such as https://host:port")),
         }
     }
     let owner_hash = short_hash(&[&uid], 8);
@@ -680,6 +695,33 @@ mod tests {
         let problems = validate(&edd).unwrap_err().0;
         let has = |what: &str| problems.iter().any(|p| p.contains(what));
         assert!(has("ECS_CLUSTER") && has("proxy.httpProxy must be one line") && has("proxy.noProxy"), "{problems:#?}");
+    }
+
+    #[test]
+    fn proxy_and_endpoint_urls_must_be_plain_http_urls() {
+        for (proxy, ok) in [
+            ("http://proxy:3128", true),
+            ("https://proxy.example.com:3128/", true),
+            ("http://proxy:3128/some/path", false),
+            ("http://user:pw@proxy:3128", false),
+            ("proxy:3128", false),
+            ("socks5://proxy:1080", false),
+        ] {
+            let mut edd = fixtures::sample("demo");
+            edd.spec.defender.options.proxy =
+                Some(crate::crd::ProxyOptions { http_proxy: proxy.into(), ..Default::default() });
+            let result = validate(&edd);
+            assert_eq!(result.is_ok(), ok, "{proxy}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("defender.options.proxy.httpProxy"), "{e}");
+            }
+        }
+        for (endpoint, ok) in [("http://127.0.0.1:4566", true), ("localhost:4566", false), ("ftp://host", false)] {
+            let mut edd = fixtures::sample("demo");
+            edd.spec.aws = Some(crate::crd::AwsSpec { endpoint_url: Some(endpoint.into()), ..Default::default() });
+            let result = validate(&edd);
+            assert_eq!(result.is_ok(), ok, "{endpoint}: {result:?}");
+        }
     }
 
     #[test]

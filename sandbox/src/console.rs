@@ -452,6 +452,12 @@ impl ConsoleSim {
         self.shared.expire_tokens();
     }
 
+    /// Every bearer token this Console issued and still remembers: for tests that check the
+    /// operator never shows one.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).issued()
+    }
+
     /// The request log, oldest first.
     pub fn requests(&self) -> Vec<ConsoleRequest> {
         lock(&self.shared.requests).iter().cloned().collect()

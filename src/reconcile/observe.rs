@@ -73,32 +73,7 @@ pub async fn fetch_needs(
     for need in needs {
         match need {
             Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired).await?),
-            Need::Prerequisites => {
-                let Some(w) = &desired.workers else { continue };
-                // A profile may be named by ARN; IAM looks it up by name.
-                let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
-                let mut names_taken = vec![];
-                if w.kind == WorkerKind::LaunchTemplate
-                    && let Some(lt) = aws.describe_launch_template(&w.name).await?
-                    && !owned_by(&lt.tags, &desired.uid)
-                {
-                    names_taken.push(format!("launch template {}", lt.name));
-                }
-                if let Some(g) = aws.describe_auto_scaling_group(&w.asg_name).await?
-                    && !owned_by(&g.tags, &desired.uid)
-                {
-                    names_taken.push(format!("Auto Scaling group {}", g.name));
-                }
-                o.prerequisites = Some(Prerequisites {
-                    instance_type_exists: aws.instance_type_exists(&w.instance_type).await?,
-                    names_taken,
-                    instance_profile_exists: aws.instance_profile_exists(profile).await?,
-                    key_pair_exists: match &w.key_name {
-                        Some(k) => Some(aws.key_pair_exists(k).await?),
-                        None => None,
-                    },
-                });
-            }
+            Need::Prerequisites => o.prerequisites = Some(describe_prerequisites(aws, desired, o).await?),
             Need::LaunchTemplateVersions => {
                 if let Some(lt) = &o.launch_template {
                     o.launch_template_versions = Some(aws.describe_launch_template_versions(&lt.id, &[]).await?);
@@ -173,6 +148,73 @@ async fn ask<T>(
             Ok(None)
         }
     }
+}
+
+/// (IO) What must hold before the first AWS change: every name the spec derives is free or ours
+/// (launch template, group, task family, the install bundle's secret and our execution role, and
+/// the service in an adopted cluster), and what EC2 checks only at launch (instance type, instance
+/// profile, key pair) exists.
+async fn describe_prerequisites(aws: &AwsClients, desired: &Desired, o: &Observed) -> Result<Prerequisites, AwsError> {
+    let uid = &desired.uid;
+    let mut names_taken = vec![];
+    let mut p = Prerequisites { instance_type_exists: true, instance_profile_exists: true, ..Default::default() };
+    if let Some(w) = &desired.workers {
+        if w.kind == WorkerKind::LaunchTemplate
+            && let Some(lt) = aws.describe_launch_template(&w.name).await?
+            && !owned_by(&lt.tags, uid)
+        {
+            names_taken.push(format!("launch template {} (workers.name)", lt.name));
+        }
+        if let Some(g) = aws.describe_auto_scaling_group(&w.asg_name).await?
+            && !owned_by(&g.tags, uid)
+        {
+            names_taken.push(format!("Auto Scaling group {} (workers.autoScalingGroup.name)", g.name));
+        }
+        // A profile may be named by ARN; IAM looks it up by name.
+        let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
+        p.instance_type_exists = aws.instance_type_exists(&w.instance_type).await?;
+        p.instance_profile_exists = aws.instance_profile_exists(profile).await?;
+        p.key_pair_exists = match &w.key_name {
+            Some(k) => Some(aws.key_pair_exists(k).await?),
+            None => None,
+        };
+    }
+    if let Some(td) = aws.describe_task_definition(&desired.task_family).await?
+        && td.active
+        && !owned_by(&td.tags, uid)
+    {
+        names_taken.push(format!("task definition family {} (defender.taskName)", td.family));
+    }
+    // Services live in the cluster: only an existing (adopted) cluster can hold one.
+    if o.cluster.is_some()
+        && let Some(s) = aws.describe_service(&desired.cluster_name, &desired.service_name).await?
+        && s.status != "INACTIVE"
+        && !owned_by(&s.tags, uid)
+    {
+        names_taken.push(format!("service {} in cluster {} (service.name)", s.name, desired.cluster_name));
+    }
+    if let Some(want) = desired.secrets.secrets_manager() {
+        // Named after the cluster and this resource's UID: not a name to choose, only to free.
+        if let Some(s) = aws.describe_secret(&want.name).await?
+            && !owned_by(&s.tags, uid)
+        {
+            names_taken.push(format!(
+                "Secrets Manager secret {} (delete it, or set defender.secrets.storage: Inline)",
+                s.name
+            ));
+        }
+        if let ExecutionRole::Create { name } = &want.execution_role
+            && let Some(r) = aws.get_role(name).await?
+            && !owned_by(&r.tags, uid)
+        {
+            names_taken.push(format!(
+                "IAM role {} (delete it, or name a role of yours in defender.secrets.executionRoleArn)",
+                r.name
+            ));
+        }
+    }
+    p.names_taken = names_taken;
+    Ok(p)
 }
 
 /// The launch configuration the current launch data names (known once the inputs are resolved).

@@ -47,7 +47,8 @@ pub struct Observed {
     /// needs it waits, with this reason; the AWS side goes on.
     pub console_unavailable: Option<ConsoleOutage>,
     pub launch_inputs: Option<LaunchInputs>,
-    /// The workers' instance profile and key pair: looked at only before they are first created.
+    /// Names taken and the workers' instance type, profile and key pair: looked at only before
+    /// the first change (and before workers are first created).
     pub prerequisites: Option<Prerequisites>,
     pub generated: Option<GeneratedTaskDefinition>,
     pub defenders: Option<Vec<Defender>>,
@@ -102,13 +103,16 @@ pub struct LaunchInputs {
     pub missing_subnets: Vec<String>,
 }
 
-/// What a launch needs that EC2 only checks when an instance starts (after the group exists).
+/// What must hold before the first AWS change: what EC2 checks only when an instance starts (after
+/// the group exists), and the names the spec derives. Without workers, only the names.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prerequisites {
     pub instance_type_exists: bool,
     pub instance_profile_exists: bool,
-    /// The launch template's and group's names, when taken by something not ours (found before
-    /// the cluster is created, so nothing is made for a resource that cannot finish).
+    /// Names the spec derives that something not ours holds (launch template, group, task
+    /// family, the bundle's secret, our execution role, the service in an adopted cluster), each
+    /// with the field that chooses it; found before the first change, so nothing is made for a
+    /// resource that cannot finish.
     pub names_taken: Vec<String>,
     /// `None`: the spec names no key pair.
     pub key_pair_exists: Option<bool>,
@@ -165,7 +169,7 @@ pub struct Stale {
 pub enum Need {
     /// AMI id, security group ids, subnets: to build the launch data.
     LaunchInputs,
-    /// The instance profile and key pair (checked before anything is first created).
+    /// Names taken, the instance type, profile and key pair (checked before anything is first created).
     Prerequisites,
     /// Every version of the launch template (the default is not the wanted one).
     LaunchTemplateVersions,

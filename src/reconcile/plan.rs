@@ -455,13 +455,24 @@ impl<'a> Planner<'a> {
                 "ClusterNotActive",
                 format!("cluster {} is {}", cl.name, cl.status),
             ),
-            Some(cl) => StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", cl.name)),
+            Some(cl) => {
+                // An adopted cluster: the same checks before this resource's first change in it.
+                if d.adopt_cluster
+                    && self.observed.recorded.owned.is_empty()
+                    && let Some(report) = self.preflight()
+                {
+                    return report;
+                }
+                StepReport::new(StepState::Ready, "Active", format!("cluster {} is active", cl.name))
+            }
         }
     }
 
     /// Before the first AWS change, everything that can be checked without changing AWS: the
-    /// Console (login, version), and the workers' AMI, subnets, security groups, instance profile
-    /// and key pair. `Some` while something is still to be looked at or is wrong.
+    /// Console (login, version, and the task definition it generates from the spec's options), the
+    /// names the spec derives (free, or ours), and the workers' AMI, subnets, security groups,
+    /// instance type, instance profile and key pair. `Some` while something is still to be looked
+    /// at or is wrong.
     fn preflight(&mut self) -> Option<StepReport> {
         let o = self.observed;
         // The Console's login and version are checked before the first AWS change, so wrong
@@ -485,7 +496,13 @@ impl<'a> Planner<'a> {
                 Some(_) => {}
             }
         }
-        if let Some(w) = &self.desired.workers {
+        // The Console refuses some options only when it generates (a consoleAddress that is not
+        // one of its SANs): generate once before anything exists that would wait for it.
+        if o.generated.is_none() && o.console_unavailable.is_none() {
+            self.needs.insert(Need::GeneratedTaskDefinition);
+        }
+        let workers = self.desired.workers.as_ref();
+        if workers.is_some() {
             match &o.launch_inputs {
                 None => {
                     self.needs.insert(Need::LaunchInputs);
@@ -496,23 +513,23 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
-            match &o.prerequisites {
-                None => {
-                    self.needs.insert(Need::Prerequisites);
-                }
-                Some(p) => {
-                    if let Some(failed) = prerequisite_failure(w, p) {
-                        return Some(failed);
-                    }
+        }
+        match &o.prerequisites {
+            None => {
+                self.needs.insert(Need::Prerequisites);
+            }
+            Some(p) => {
+                if let Some(failed) = prerequisite_failure(workers, p) {
+                    return Some(failed);
                 }
             }
         }
-        let pending = [Need::ConsoleVersion, Need::LaunchInputs, Need::Prerequisites];
+        let pending = [Need::ConsoleVersion, Need::GeneratedTaskDefinition, Need::LaunchInputs, Need::Prerequisites];
         pending.iter().any(|n| self.needs.contains(n)).then(|| {
             StepReport::new(
                 StepState::Progressing,
                 "Checking",
-                "checking the Console, the AMI, subnets, security groups, instance profile and key pair before creating anything",
+                "checking the Console, the names to create, the AMI, subnets, security groups, instance type, instance profile and key pair before creating anything",
             )
         })
     }
@@ -596,7 +613,7 @@ impl<'a> Planner<'a> {
                     );
                 }
                 Some(p) => {
-                    if let Some(failed) = prerequisite_failure(w, p) {
+                    if let Some(failed) = prerequisite_failure(Some(w), p) {
                         return failed;
                     }
                 }
@@ -1525,18 +1542,20 @@ fn launch_input_failure(inputs: &LaunchInputs) -> Option<StepReport> {
     None
 }
 
-/// Why the instance profile or key pair would make every launch fail, if either would.
-fn prerequisite_failure(w: &DesiredWorkers, p: &Prerequisites) -> Option<StepReport> {
+/// Why the first change would fail or take something that is not ours: a name taken, or an
+/// instance type, instance profile or key pair that would make every launch fail.
+fn prerequisite_failure(w: Option<&DesiredWorkers>, p: &Prerequisites) -> Option<StepReport> {
     if !p.names_taken.is_empty() {
         return Some(StepReport::new(
             StepState::Failed,
             "NameTaken",
             format!(
-                "{} already exist(s) and were not created by this resource; choose other names (workers.name, workers.autoScalingGroup.name)",
-                p.names_taken.join(" and ")
+                "names this resource would create are taken by something it did not create: {}; choose other names (the field in parentheses) or remove what holds them",
+                p.names_taken.join("; ")
             ),
         ));
     }
+    let w = w?;
     if !p.instance_type_exists {
         return Some(StepReport::new(
             StepState::Failed,
@@ -1935,6 +1954,7 @@ mod tests {
     fn preflighted() -> Observed {
         Observed {
             console_version: Some("34.03.138".into()),
+            generated: Some(generated("34.03.138")),
             launch_inputs: Some(inputs()),
             prerequisites: Some(checked()),
             ..Default::default()
@@ -1945,8 +1965,35 @@ mod tests {
     fn nothing_is_created_before_the_console_and_launch_inputs_are_checked() {
         let p = plan(&desired(), &Observed::default());
         assert!(p.actions.is_empty());
-        assert_eq!(needs(&p), [Need::LaunchInputs, Need::Prerequisites, Need::ConsoleVersion]);
+        assert_eq!(
+            needs(&p),
+            [Need::LaunchInputs, Need::Prerequisites, Need::ConsoleVersion, Need::GeneratedTaskDefinition]
+        );
         assert_eq!(p.steps.cluster.reason, "Checking");
+        // Without workers, the names and the Console are still checked first.
+        let p = plan(&with_spec(|s| s.workers = None), &Observed::default());
+        assert!(p.actions.is_empty());
+        assert_eq!(needs(&p), [Need::Prerequisites, Need::ConsoleVersion, Need::GeneratedTaskDefinition]);
+    }
+
+    #[test]
+    fn an_adopted_cluster_gets_the_same_checks_before_the_first_change_in_it() {
+        let adopt = with_spec(|s| s.cluster.adopt = true);
+        let foreign = Cluster { tags: Default::default(), ..cluster(ours()) };
+        let o = Observed { cluster: Some(foreign.clone()), ..Default::default() };
+        let p = plan(&adopt, &o);
+        assert!(p.actions.is_empty(), "{:?}", names(&p));
+        assert_eq!(p.steps.cluster.reason, "Checking");
+        let mut o = Observed { cluster: Some(foreign), ..preflighted() };
+        o.prerequisites.as_mut().unwrap().names_taken =
+            vec!["service demo-defender in cluster demo (service.name)".into()];
+        let p = plan(&adopt, &o);
+        assert!(p.actions.is_empty(), "{:?}", names(&p));
+        assert_eq!((p.steps.cluster.state, p.steps.cluster.reason), (StepState::Failed, "NameTaken"));
+        assert!(p.steps.cluster.message.contains("(service.name)"), "{}", p.steps.cluster.message);
+        // Checked: the workers come next.
+        o.prerequisites = Some(checked());
+        assert_eq!(names(&plan(&adopt, &o)), ["CreateLaunchTemplate", "CreateAutoScalingGroup"]);
     }
 
     #[test]

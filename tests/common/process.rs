@@ -142,8 +142,12 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
+        Self::start_with(SandboxOptions::default()).await
+    }
+
+    pub async fn start_with(opts: SandboxOptions) -> World {
         ecs_defender_operator::install_crypto_provider();
-        let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+        let sandbox = Sandbox::start(opts).await.unwrap();
         let client = sandbox.kube_client().await.unwrap();
         super::install_crd(&client).await.unwrap();
         let console = sandbox.console();

@@ -118,6 +118,11 @@ impl TokenStore {
         }
     }
 
+    /// Every token issued and not yet forgotten (those expired for more than 10 minutes are).
+    pub fn issued(&self) -> Vec<String> {
+        self.tokens.keys().cloned().collect()
+    }
+
     /// Makes every issued token expired right now (the "expired token mid-session" fault).
     pub fn expire_all(&mut self, now: Instant) {
         self.tokens.values_mut().for_each(|exp| *exp = (*exp).min(now));
