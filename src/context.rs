@@ -29,6 +29,9 @@ pub struct Config {
     pub aws_endpoint_url: Option<String>,
     /// Watch one namespace only.
     pub namespace: Option<String>,
+    /// Reconcile only resources matching this label selector (sharding: several operator
+    /// deployments split one management cluster's resources).
+    pub selector: Option<String>,
     /// Name in Events.
     pub reporter: String,
     /// How long a wait may go without progress before a resource is `Stalled` (a resource's
@@ -51,6 +54,7 @@ impl Default for Config {
             max_backoff: Duration::from_secs(300),
             aws_endpoint_url: None,
             namespace: None,
+            selector: None,
             reporter: "ecs-defender-operator".into(),
             progress_deadline: Duration::from_secs(15 * 60),
             watch_secrets: true,

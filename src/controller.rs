@@ -41,8 +41,19 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // Fail fast with a hint when the CRD is missing.
-    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+    // Fail fast with a hint when the CRD is missing (or the selector is not one).
+    let mut list = ListParams::default().limit(1);
+    let mut watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = &config.selector {
+        list = list.labels(selector);
+        watch = watch.labels(selector);
+    }
+    if let Err(e) = api.list(&list).await {
+        if let (Some(selector), kube::Error::Api(ae)) = (&config.selector, &e)
+            && ae.code == 400
+        {
+            anyhow::bail!("RESOURCE_SELECTOR {selector:?} is not a label selector: {}", ae.message);
+        }
         anyhow::bail!(
             "cannot list EcsDefenderDeployments ({e}); is the CRD installed? \
              kubectl apply -f crds/ecsdefenderdeployments.ecsdefender.io.yaml"
@@ -52,9 +63,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
     // Back on its feet within seconds of the API server's return (the default backoff, kind to a
     // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
-    let mut controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .trigger_backoff(QuickBackoff::default())
-        .reconcile_on(requeued);
+    let mut controller = Controller::new(api, watch).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
         // One backoff per Console for all resources using it, paced like a resource's retries.

@@ -30,6 +30,11 @@ struct Args {
     /// Watch only this namespace.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Reconcile only EcsDefenderDeployments whose labels match this selector (for example
+    /// `shard=a`, `team in (x,y)`): several deployments of the operator, each with its own
+    /// selector and Lease, split the resources of one cluster.
+    #[arg(long, env = "RESOURCE_SELECTOR")]
+    selector: Option<String>,
     /// AWS endpoint for resources that set no aws.endpointUrl (emulators, private endpoints).
     #[arg(long, env = "OPERATOR_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
@@ -182,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         steady_requeue: Duration::from_secs(args.resync_seconds),
         aws_endpoint_url: args.aws_endpoint_url,
         namespace: args.namespace,
+        selector: args.selector.filter(|s| !s.trim().is_empty()),
         progress_deadline: Duration::from_secs(args.progress_deadline_seconds),
         watch_secrets: args.watch_secrets,
         access: args.access.rules(),

@@ -306,6 +306,7 @@ fn deployment_wires_values_into_the_operator() {
     assert_eq!(env_value(d, "RUST_LOG"), Some("info"));
     assert_eq!(env_value(d, "LOG_FORMAT"), Some("json"));
     assert_eq!(env_value(d, "OPERATOR_AWS_ENDPOINT_URL"), None);
+    assert_eq!(env_value(d, "RESOURCE_SELECTOR"), None, "every resource unless a shard is asked for");
     let pod_name = env_of(d).into_iter().find(|e| e["name"] == "POD_NAME").expect("POD_NAME");
     assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
 
@@ -341,9 +342,11 @@ fn deployment_wires_values_into_the_operator() {
             "env[0].value=eu-west-1",
             "serviceMonitor.enabled=true",
             "serviceMonitor.labels.release=prom",
+            "resourceSelector=shard=a",
         ],
     );
     let d = one(&docs, "Deployment");
+    assert_eq!(env_value(d, "RESOURCE_SELECTOR"), Some("shard=a"));
     assert_eq!(env_value(d, "RUST_LOG"), Some("debug"));
     assert_eq!(env_value(d, "LOG_FORMAT"), Some("text"));
     assert_eq!(env_value(d, "METRICS_ADDR"), Some("0.0.0.0:9090"));

@@ -446,6 +446,13 @@ async fn the_public_ip_choice_is_sent_only_when_set() {
         .filter(|c| c.params.keys().any(|k| k.contains("AssociatePublicIpAddress")))
         .collect();
     assert!(sent.is_empty(), "{sent:#?}");
+    // (The gate logs the choice where it is made: the other resource's create carries it.)
+    let public = calls
+        .iter()
+        .filter(|c| c.operation == "CreateLaunchTemplate")
+        .find(|c| c.params.values().any(|v| v.contains("public-workers")))
+        .expect("the public resource's CreateLaunchTemplate");
+    assert_eq!(public.params.get("AssociatePublicIpAddress").map(String::as_str), Some("true"), "{public:#?}");
     let aws = h.aws().await;
     let data = |name: &'static str| {
         let aws = &aws;
@@ -564,6 +571,32 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
     .await
     .expect("the service was not created again");
 
+    // The service pointed at a revision of someone else's.
+    let other = aws
+        .ecs
+        .register_task_definition()
+        .family("drift-other")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("other").image("busybox").memory(64).build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string();
+    aws.ecs.update_service().cluster("drift").service("drift-defender").task_definition(&other).send().await.unwrap();
+    eventually(READY_TIMEOUT, || async {
+        let s = aws.ecs.describe_services().cluster("drift").services("drift-defender").send().await.ok()?;
+        let running = s.services().first()?.task_definition()?.to_string();
+        let ready = h.condition("drift", "Ready").await.is_some_and(|c| c.status == "True");
+        (running.contains("task-definition/drift-defender:") && ready).then_some(())
+    })
+    .await
+    .expect("the service was not pointed back at our revision");
+
     // The group deleted (it shows `Delete in progress` for a while, then a new one is created).
     let creates = count(&h, "autoscaling:CreateAutoScalingGroup");
     aws.autoscaling
@@ -593,6 +626,7 @@ async fn drift_is_put_back_within_one_resync_with_an_event() {
         "default version",
         "deregistered",
         "service drift-defender was deleted",
+        "service drift-defender was changed to run drift-other:1",
         "Auto Scaling group drift-workers was deleted",
     ] {
         assert!(

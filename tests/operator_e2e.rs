@@ -393,3 +393,20 @@ async fn spec_options_reach_aws_and_the_console() {
     assert_eq!(connected.len(), 2);
     assert!(connected.iter().all(|d| d.cluster == "prod-ecs"), "{connected:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_item_pages_from_aws_and_the_console_still_converge_and_delete() {
+    let h = Harness::start().await.unwrap();
+    // Every list call of the gate and the Console's Defender list answer one item per page: two
+    // instances, two tasks and two Defenders are seen only by following the pages (an operator
+    // that read only the first page would wait at "1 of 2" forever).
+    h.sandbox.gate().set_page_size(Some(1));
+    h.sandbox.console().set_max_page_size(1);
+    h.create(&h.sample("paged")).await.unwrap();
+    let st = h.wait_condition("paged", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
+    assert_eq!((st.container_instances, st.defenders_running, st.defenders_connected), (Some(2), Some(2), Some(2)));
+    h.api.delete("paged", &kube::api::DeleteParams::default()).await.unwrap();
+    h.wait_gone("paged", READY_TIMEOUT).await;
+    let aws = h.aws().await;
+    assert!(active_clusters(&aws).await.is_empty());
+}

@@ -2268,6 +2268,22 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_cluster_of_ours_is_created_again_as_drift() {
+        let mut o = converged();
+        o.cluster = None;
+        o.prerequisites = Some(checked());
+        o.generated = Some(generated(VERSION));
+        let p = plan(&desired(), &o);
+        assert_eq!(names(&p), ["CreateCluster"]);
+        assert_eq!(p.drift.len(), 1, "{:?}", p.drift);
+        assert_eq!(p.drift[0].0, "RecreateCluster");
+        assert!(p.drift[0].1.contains("cluster demo was deleted outside the operator"), "{:?}", p.drift);
+        // A cluster never created before is no drift.
+        o.recorded = Recorded::default();
+        assert!(plan(&desired(), &o).drift.is_empty());
+    }
+
+    #[test]
     fn a_console_that_does_not_answer_holds_up_only_what_needs_it() {
         // Before the first change the Console's login must have been checked: nothing is created.
         let mut o = Observed { console_version: None, console_unavailable: Some(outage()), ..preflighted() };

@@ -177,6 +177,11 @@ pub fn key_params(id: &Identified) -> BTreeMap<String, String> {
             Some((b, n)) if n.chars().all(|c| c.is_ascii_digit()) => b,
             _ => base,
         };
+        // The public-IP choice sits inside a numbered network interface of the launch data.
+        if base.ends_with(".AssociatePublicIpAddress") {
+            out.insert("AssociatePublicIpAddress".to_string(), v.clone());
+            continue;
+        }
         if QUERY_KEYS.contains(&base) {
             out.entry(base.to_string())
                 .and_modify(|e: &mut String| {
