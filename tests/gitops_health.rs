@@ -183,21 +183,36 @@ async fn argo_cd_and_kstatus_agree_with_our_conditions_at_every_phase() {
     assert_eq!(argo.0, "Suspended");
     assert_eq!(flux.0, "InProgress");
 
-    // Suspended after it was Ready. CONSTRUCTED, not captured: the suspend contract of issue 8
-    // (Ready keeps the last real health, True here, with reason Suspended; Reconciling and Stalled
-    // False) is being implemented; until it lands the operator still reports reason Ready for a
-    // converged suspended resource. Built from the live Ready object above in exactly that shape.
-    // Replace with a captured object once the operator writes it.
-    let mut suspended_ready = ready.clone();
-    suspended_ready["spec"]["suspend"] = Value::Bool(true);
-    for c in suspended_ready["status"]["conditions"].as_array_mut().unwrap() {
-        if ["Ready", "Reconciling", "Stalled"].contains(&c["type"].as_str().unwrap()) {
-            c["reason"] = "Suspended".into();
-            c["message"] = "spec.suspend is set; nothing is changed".into();
-        }
-    }
-    assert!(is(&suspended_ready, "Ready", "True") && is(&suspended_ready, "Reconciling", "False"));
-    let (argo, flux) = verdicts("suspended, was Ready (built)", &suspended_ready);
+    // Suspended after it was Ready, captured: the stalled resource above is fixed and suspended in
+    // one change. Its AWS side is still whole, so Ready keeps the real health, True, with reason
+    // Suspended; Reconciling and Stalled are False.
+    kubectl_json(
+        &h,
+        &[
+            "patch",
+            "edd",
+            "phases",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true,"defender":{"consoleAddress":null}}}"#,
+        ],
+    );
+    let suspended_ready = eventually(Duration::from_secs(60), || async {
+        let obj = live(&h, "phases");
+        let observed = obj["status"]["observedGeneration"] == obj["metadata"]["generation"];
+        let suspended = condition(&obj, "Ready").is_some_and(|c| c["reason"] == "Suspended");
+        (observed && suspended).then_some(obj)
+    })
+    .await
+    .expect("never seen suspended after Ready");
+    assert!(
+        is(&suspended_ready, "Ready", "True") && is(&suspended_ready, "Reconciling", "False"),
+        "{suspended_ready:#}"
+    );
+    assert!(is(&suspended_ready, "Stalled", "False"), "{suspended_ready:#}");
+    let (argo, flux) = verdicts("suspended, was Ready", &suspended_ready);
     assert_eq!(argo.0, "Suspended");
     assert_eq!(flux.0, "Current");
 

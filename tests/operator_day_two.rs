@@ -300,6 +300,11 @@ async fn a_defender_option_change_under_faults_ends_with_exactly_one_new_revisio
     })
     .await;
     assert_eq!(count(&h, "ecs:RegisterTaskDefinition"), 2, "exactly one new revision");
+    // The faults were all met on the way.
+    assert!(h.sandbox.console().faults().pending().is_empty(), "the Console's 500s were not all met");
+    let throttled =
+        h.sandbox.gate().calls().iter().filter(|c| c.error_code.as_deref() == Some("ThrottlingException")).count();
+    assert_eq!(throttled, 4, "the ECS throttles were not all met");
     let aws = h.aws().await;
     let svc = aws.ecs.describe_services().cluster("opts").services("opts-defender").send().await.unwrap();
     assert!(svc.services()[0].task_definition().unwrap().ends_with("opts-defender:2"));
