@@ -29,8 +29,9 @@ TIMEOUT=${DEMO_TIMEOUT:-300}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the operator and the sandbox"
-cargo build --locked --quiet --bin ecs-defender-operator -p ecs-defender-operator
-cargo build --locked --quiet --bin sandbox -p ecs-defender-sandbox
+# The workspace's feature set, as `make test` builds it: one build serves both (a per-package build
+# resolves the AWS SDK's features differently and compiles it again).
+cargo build --workspace --locked --quiet --bins
 BIN=$CARGO_TARGET_DIR/debug
 
 WORK=$(mktemp -d -t edo-demo-XXXXXX)

@@ -12,6 +12,14 @@ const README: &str = include_str!("../charts/ecs-defender-operator/README.md");
 const OWNER_TAG: &str = "ecsdefender.io/owner";
 /// Statements that change AWS without a condition, each explained in the chart README.
 const UNCONDITIONED_CHANGES: &[&str] = &["LaunchConfigurationsCannotBeTagged"];
+/// Statements whose tagging action AWS also checks for tag-on-create, with no condition key that
+/// tells a create from a later re-tag: conditioned on the request's tag only, each explained in
+/// the chart README (what it would allow, and what guards it instead).
+const TAG_ON_CREATE_BY_REQUEST_TAG_ONLY: &[&str] = &[
+    "AutoScalingGroupCreateOnlyWithOwnerTag",
+    "DefenderInstallBundleSecretCreateOnlyWithOwnerTag",
+    "DefenderExecutionRoleCreateOnlyWithOwnerTag",
+];
 
 fn statements() -> Vec<Value> {
     let policy: Value = serde_json::from_str(POLICY).expect("the policy is JSON");
@@ -101,4 +109,38 @@ fn deletes_and_updates_require_our_tag_on_the_resource() {
             }
         }
     }
+}
+
+#[test]
+fn tagging_is_only_on_create_or_on_our_own_resources_or_its_limit_is_explained() {
+    let is_tagging = |a: &str| {
+        let op = a.split(':').nth(1).unwrap_or_default();
+        ["TagResource", "TagRole", "CreateTags", "CreateOrUpdateTags"].contains(&op)
+    };
+    let mut by_request_tag_only = vec![];
+    for s in statements() {
+        let sid = s["Sid"].as_str().unwrap_or_default().to_string();
+        let tagging: Vec<String> = actions(&s).into_iter().filter(|a| is_tagging(a)).collect();
+        if tagging.is_empty() {
+            continue;
+        }
+        let condition = s.get("Condition").map(|c| c.to_string()).unwrap_or_default();
+        let on_create = condition.contains(":CreateAction");
+        let on_ours = condition.contains(&format!("aws:ResourceTag/{OWNER_TAG}"));
+        if on_create || on_ours {
+            continue;
+        }
+        // Re-tagging an existing resource with our owner tag would make it "ours" to every other
+        // statement: only where AWS leaves no other way, and said so.
+        assert!(
+            TAG_ON_CREATE_BY_REQUEST_TAG_ONLY.contains(&sid.as_str()),
+            "{sid} allows {tagging:?} on any resource: limit it to creates or to our own resources"
+        );
+        assert!(README.contains(&format!("`{sid}`")), "the chart README does not explain {sid}");
+        by_request_tag_only.push(sid);
+    }
+    by_request_tag_only.sort();
+    let mut expected: Vec<String> = TAG_ON_CREATE_BY_REQUEST_TAG_ONLY.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(by_request_tag_only, expected, "the list of explained statements is out of date");
 }
