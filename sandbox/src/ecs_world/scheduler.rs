@@ -332,7 +332,7 @@ mod tests {
             vec![start("arn:aws:ecs:r:1:container-instance/c/ci2", "td1")],
             "1000 - 400 leaves room for 512"
         );
-        let big_other = Task { reserves: Resources { cpu: 0, memory: 600 }, ..other };
+        let big_other = Task { reserves: Resources { cpu: 0, memory: 600 }, ..other.clone() };
         let actions = plan(&daemon("td1"), &active(&["d", "other"]), &[full], &[big_other]);
         assert_eq!(
             actions,
@@ -349,6 +349,22 @@ mod tests {
         assert!(
             matches!(&actions[..], [Action::Unplaceable { message, .. }] if message.contains("insufficient memory"))
         );
+        // CPU counts like memory: a task reserving 1024 units does not fit beside one using 1536 of 2048.
+        let mut cpu_hungry = daemon("td1");
+        cpu_hungry[0].requires = Resources { cpu: 1024, memory: 128 };
+        let busy = Task { reserves: Resources { cpu: 1536, memory: 0 }, ..other.clone() };
+        let roomy = Instance {
+            registered: Some(Resources { cpu: 2048, memory: 1000 }),
+            ..inst("arn:aws:ecs:r:1:container-instance/c/ci2", true)
+        };
+        let actions = plan(&cpu_hungry, &active(&["d", "other"]), std::slice::from_ref(&roomy), &[busy]);
+        assert!(
+            matches!(&actions[..], [Action::Unplaceable { message, .. }] if message.contains("insufficient CPU units")),
+            "{actions:?}"
+        );
+        let idle = Task { reserves: Resources { cpu: 512, memory: 0 }, ..other };
+        let actions = plan(&cpu_hungry, &active(&["d", "other"]), &[roomy], &[idle]);
+        assert_eq!(actions, vec![start("arn:aws:ecs:r:1:container-instance/c/ci2", "td1")]);
         let lost = Instance { connected: false, ..inst("ci3", true) };
         let actions = plan(&daemon("td1"), &active(&["d"]), &[lost], &[]);
         assert!(matches!(&actions[..], [Action::Unplaceable { message, .. }] if message.contains("\"AGENT\"")));
