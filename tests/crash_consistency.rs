@@ -25,6 +25,7 @@ use std::{
 
 use common::{
     eventually,
+    inventory::Inventory,
     process::{Operator, World},
 };
 use ecs_defender_operator::crd::{EcsDefenderDeployment, WorkerKind};
@@ -138,88 +139,6 @@ impl fmt::Display for Point {
     }
 }
 
-/// What exists in AWS, counted per kind (only live things: deleting groups, INACTIVE clusters,
-/// deregistered revisions and secrets scheduled for deletion do not count).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Inventory {
-    clusters: usize,
-    launch_templates: usize,
-    launch_configurations: usize,
-    auto_scaling_groups: usize,
-    task_definitions: usize,
-    services: usize,
-    secrets: usize,
-    roles: usize,
-}
-
-impl Inventory {
-    /// What one Ready resource of `kind` owns.
-    fn one(kind: WorkerKind) -> Inventory {
-        let lt = kind == WorkerKind::LaunchTemplate;
-        Inventory {
-            clusters: 1,
-            launch_templates: usize::from(lt),
-            launch_configurations: usize::from(!lt),
-            auto_scaling_groups: 1,
-            task_definitions: 1,
-            services: 1,
-            secrets: 1,
-            roles: 1,
-        }
-    }
-
-    async fn read(world: &World) -> Inventory {
-        let aws = sandbox::world::AwsClientsForTests::new(&world.sandbox.aws_config().await);
-        let arns = aws.ecs.list_clusters().send().await.unwrap().cluster_arns().to_vec();
-        let clusters = if arns.is_empty() {
-            vec![]
-        } else {
-            aws.ecs.describe_clusters().set_clusters(Some(arns)).send().await.unwrap().clusters().to_vec()
-        };
-        let active: Vec<String> = clusters
-            .iter()
-            .filter(|c| c.status() == Some("ACTIVE"))
-            .filter_map(|c| c.cluster_name().map(str::to_string))
-            .collect();
-        let mut services = 0;
-        for cluster in &active {
-            let arns = aws.ecs.list_services().cluster(cluster).send().await.unwrap().service_arns().to_vec();
-            if !arns.is_empty() {
-                let out = aws.ecs.describe_services().cluster(cluster).set_services(Some(arns)).send().await.unwrap();
-                services += out.services().iter().filter(|s| s.status() == Some("ACTIVE")).count();
-            }
-        }
-        let groups = aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
-        let secrets = aws.secretsmanager.list_secrets().send().await.unwrap();
-        let roles = aws.iam.list_roles().path_prefix("/ecs-defender/").send().await.unwrap();
-        Inventory {
-            clusters: active.len(),
-            launch_templates: aws.ec2.describe_launch_templates().send().await.unwrap().launch_templates().len(),
-            launch_configurations: aws
-                .autoscaling
-                .describe_launch_configurations()
-                .send()
-                .await
-                .unwrap()
-                .launch_configurations()
-                .len(),
-            auto_scaling_groups: groups.auto_scaling_groups().iter().filter(|g| g.status().is_none()).count(),
-            task_definitions: aws
-                .ecs
-                .list_task_definitions()
-                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-                .send()
-                .await
-                .unwrap()
-                .task_definition_arns()
-                .len(),
-            services,
-            secrets: secrets.secret_list().iter().filter(|s| s.deleted_date().is_none()).count(),
-            roles: roles.roles().len(),
-        }
-    }
-}
-
 /// The operators of one point: a single process without leader election, or two replicas that
 /// campaign for the Lease.
 struct Operators {
@@ -308,13 +227,16 @@ async fn delete_and_wait(world: &World, ops: &Operators, name: &str) -> Result<(
 /// Waits for AWS to hold exactly `want` (deletes of groups and instances finish in the background).
 async fn expect_inventory(world: &World, want: &Inventory, what: &str) -> Result<(), String> {
     let got = eventually(Duration::from_secs(60), || async {
-        let got = Inventory::read(world).await;
+        let got = Inventory::read(&world.sandbox.aws_config().await).await;
         (got == *want).then_some(got)
     })
     .await;
     match got {
         Some(_) => Ok(()),
-        None => Err(format!("{what}: AWS holds {:?}, expected {want:?}", Inventory::read(world).await)),
+        None => Err(format!(
+            "{what}: AWS holds {:?}, expected {want:?}",
+            Inventory::read(&world.sandbox.aws_config().await).await
+        )),
     }
 }
 
@@ -462,7 +384,7 @@ async fn run_point(world: &World, point: &Point, index: usize) -> Result<(), Str
         }
         phase_done(world, &ops, scenario, &name).await?;
         if !matches!(scenario, Scenario::Delete | Scenario::DeleteDuringCreate) {
-            expect_inventory(world, &Inventory::one(scenario.kind()), "converged").await?;
+            expect_inventory(world, &Inventory::one_of(scenario.kind()), "converged").await?;
             delete_and_wait(world, &ops, &name).await?;
         }
         expect_inventory(world, &Inventory::default(), "deleted").await

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Harness, eventually,
+    inventory::Inventory,
     process::{Operator, World},
 };
 use ecs_defender_operator::crd::EcsDefenderDeployment;
@@ -43,30 +44,6 @@ fn aws_requests(h: &Harness) -> u64 {
 
 fn ready(edd: &EcsDefenderDeployment) -> bool {
     edd.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// What AWS still holds of the fleet: clusters, groups, launch templates, ACTIVE task definitions.
-async fn leftovers(h: &Harness) -> Vec<String> {
-    let aws = h.aws().await;
-    let mut left = vec![];
-    let clusters = aws.ecs.list_clusters().send().await.unwrap();
-    let described =
-        aws.ecs.describe_clusters().set_clusters(Some(clusters.cluster_arns().to_vec())).send().await.unwrap();
-    left.extend(
-        described
-            .clusters()
-            .iter()
-            .filter(|c| c.status() == Some("ACTIVE"))
-            .map(|c| format!("cluster {:?}", c.cluster_name())),
-    );
-    let groups = aws.autoscaling.describe_auto_scaling_groups().send().await.unwrap();
-    left.extend(groups.auto_scaling_groups().iter().map(|g| format!("group {:?}", g.auto_scaling_group_name())));
-    let lts = aws.ec2.describe_launch_templates().send().await.unwrap();
-    left.extend(lts.launch_templates().iter().map(|t| format!("launch template {:?}", t.launch_template_name())));
-    let tds =
-        aws.ecs.list_task_definitions().status(aws_sdk_ecs::types::TaskDefinitionStatus::Active).send().await.unwrap();
-    left.extend(tds.task_definition_arns().iter().map(|a| format!("task definition {a}")));
-    left
 }
 
 /// Creates the fleet, waits for every resource to be Ready, deletes it and waits until it is gone
@@ -105,8 +82,8 @@ async fn fleet_round_trip(h: &Harness, what: &str) -> (u64, u64, f64) {
     let requests = (aws_requests(h), h.sandbox.console().request_count());
     h.sandbox.gate().clear_faults();
     h.sandbox.console().faults().clear();
-    let left = leftovers(h).await;
-    assert!(left.is_empty(), "{what}: left in AWS after the delete: {left:?}");
+    let left = Inventory::read(&h.sandbox.aws_config().await).await;
+    assert_eq!(left, Inventory::default(), "{what}: left in AWS after the delete");
     println!(
         "{what}: {RESOURCES} resources Ready in {:.0} s, deleted at {seconds:.0} s; {} AWS requests ({:.1}/resource), {} Console requests",
         ready_after.as_secs_f64(),

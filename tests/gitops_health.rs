@@ -94,6 +94,11 @@ fn live(h: &Harness, name: &str) -> Value {
     kubectl_json(h, &["get", "edd", name, "-n", "default"])
 }
 
+/// `kubectl patch --type=merge`, as a user editing the resource would; returns the answer.
+fn merge_patch(h: &Harness, name: &str, patch: &str) -> Value {
+    kubectl_json(h, &["patch", "edd", name, "-n", "default", "--type=merge", "-p", patch])
+}
+
 fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
 }
@@ -137,19 +142,7 @@ async fn argo_cd_and_kstatus_agree_with_our_conditions_at_every_phase() {
     // A spec change the operator has not observed yet: the patch's own answer, generation ahead of
     // status.observedGeneration, still Ready=True from the previous generation. The change (a
     // Console address that is not a host) is refused by validation next.
-    let lagging = kubectl_json(
-        &h,
-        &[
-            "patch",
-            "edd",
-            "phases",
-            "-n",
-            "default",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"defender":{"consoleAddress":"not a host/x"}}}"#,
-        ],
-    );
+    let lagging = merge_patch(&h, "phases", r#"{"spec":{"defender":{"consoleAddress":"not a host/x"}}}"#);
     assert_ne!(lagging["status"]["observedGeneration"], lagging["metadata"]["generation"]);
     assert!(is(&lagging, "Ready", "True"), "{lagging:#}");
     let (argo, flux) = verdicts("observedGeneration lags", &lagging);
@@ -186,19 +179,7 @@ async fn argo_cd_and_kstatus_agree_with_our_conditions_at_every_phase() {
     // Suspended after it was Ready, captured: the stalled resource above is fixed and suspended in
     // one change. Its AWS side is still whole, so Ready keeps the real health, True, with reason
     // Suspended; Reconciling and Stalled are False.
-    kubectl_json(
-        &h,
-        &[
-            "patch",
-            "edd",
-            "phases",
-            "-n",
-            "default",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"suspend":true,"defender":{"consoleAddress":null}}}"#,
-        ],
-    );
+    merge_patch(&h, "phases", r#"{"spec":{"suspend":true,"defender":{"consoleAddress":null}}}"#);
     let suspended_ready = eventually(Duration::from_secs(60), || async {
         let obj = live(&h, "phases");
         let observed = obj["status"]["observedGeneration"] == obj["metadata"]["generation"];

@@ -66,10 +66,16 @@ impl Inventory {
 
     /// What one Ready resource with a launch template and Secrets Manager storage owns.
     pub fn one() -> Inventory {
+        Self::one_of(ecs_defender_operator::crd::WorkerKind::LaunchTemplate)
+    }
+
+    /// What one Ready resource with workers of `kind` and Secrets Manager storage owns.
+    pub fn one_of(kind: ecs_defender_operator::crd::WorkerKind) -> Inventory {
+        let lt = kind == ecs_defender_operator::crd::WorkerKind::LaunchTemplate;
         Inventory {
             clusters: 1,
-            launch_templates: 1,
-            launch_configurations: 0,
+            launch_templates: usize::from(lt),
+            launch_configurations: usize::from(!lt),
             auto_scaling_groups: 1,
             task_definitions: 1,
             services: 1,
