@@ -11,7 +11,14 @@ use std::{
 use kube::{Client, runtime::events::Recorder};
 
 use crate::{
-    access::AccessRules, aws::AwsPool, metrics::Metrics, prisma::ConsolePool, reconcile::ownership::Ownership,
+    access::AccessRules,
+    aws::AwsPool,
+    metrics::Metrics,
+    prisma::ConsolePool,
+    reconcile::{
+        glance::{ConsoleGlances, Memos},
+        ownership::Ownership,
+    },
 };
 
 /// Operator settings (flags / environment).
@@ -25,6 +32,12 @@ pub struct Config {
     pub stalled_requeue: Duration,
     /// Longest backoff after transient failures.
     pub max_backoff: Duration,
+    /// Longest wait between looks while a resource waits without progress (the waits double
+    /// from `converging_requeue`).
+    pub max_wait: Duration,
+    /// A full observation of a Ready resource at least this often; resyncs in between glance at
+    /// the cheap reads only (src/reconcile/glance.rs).
+    pub deep_resync: Duration,
     /// An AWS endpoint for resources that set none (emulators, private endpoints).
     pub aws_endpoint_url: Option<String>,
     /// Watch one namespace only.
@@ -48,10 +61,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            converging_requeue: Duration::from_secs(5),
+            converging_requeue: Duration::from_secs(1),
             steady_requeue: Duration::from_secs(300),
             stalled_requeue: Duration::from_secs(300),
             max_backoff: Duration::from_secs(300),
+            max_wait: Duration::from_secs(60),
+            deep_resync: Duration::from_secs(24 * 3600),
             aws_endpoint_url: None,
             namespace: None,
             selector: None,
@@ -75,4 +90,8 @@ pub struct Context {
     /// Who owns which AWS names among the resources (judged before observe), and the re-queue of
     /// losers when an owner goes.
     pub ownership: Ownership,
+    /// The last full pass of each resource, for quiet reconciles (src/reconcile/glance.rs).
+    pub memos: Memos,
+    /// The Console's answers shared by the glances of every resource using it.
+    pub console_glances: ConsoleGlances,
 }

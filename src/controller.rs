@@ -64,6 +64,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     // Back on its feet within seconds of the API server's return (the default backoff, kind to a
     // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
     let mut controller = Controller::new(api, watch).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
+    let memos = reconcile::glance::Memos::default();
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
         // One backoff per Console for all resources using it, paced like a resource's retries.
@@ -76,6 +77,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
             Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
         ),
         ownership: Ownership::new(controller.store(), requeue),
+        memos: memos.clone(),
+        console_glances: Default::default(),
         client,
         metrics,
         config,
@@ -91,9 +94,14 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
             None => Api::all(ctx.client.clone()),
         };
         let store = controller.store();
-        controller = controller
-            .watches_stream(watcher(secrets, watcher::Config::default()).touched_objects(), move |secret| {
-                referencing(&store.state(), &secret.metadata)
+        controller =
+            controller.watches_stream(watcher(secrets, watcher::Config::default()).touched_objects(), move |secret| {
+                let resources = referencing(&store.state(), &secret.metadata);
+                // What a resource's Secrets say is not in its glance: its next pass is a full one.
+                for r in &resources {
+                    memos.forget(r.extra.uid.as_deref().unwrap_or_default());
+                }
+                resources
             });
     }
     controller
@@ -135,6 +143,12 @@ pub fn secret_names(edd: &EcsDefenderDeployment) -> Vec<&str> {
 }
 
 async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // A watch event that changes nothing we act on (our own status patch): the next look stays
+    // when it was due.
+    let uid = edd.uid().unwrap_or_default();
+    if let Some(wait) = ctx.memos.early(&uid, reconcile::glance::meta_key(&edd.metadata), std::time::Instant::now()) {
+        return Ok(Action::requeue(wait));
+    }
     let span = info_span!("reconcile", namespace = %edd.namespace().unwrap_or_default(), name = %edd.name_any());
     async move {
         let _timer = ctx.metrics.reconcile_started();
@@ -145,6 +159,7 @@ async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result
                 ctx.failures.lock().unwrap().remove(&key);
             }
             Err(err) => {
+                ctx.memos.forget(&uid);
                 ctx.metrics.reconcile_failed(err.category());
                 if err.is_transient() {
                     warn!(category = err.category(), error = %err, "reconcile failed; will retry");
@@ -173,6 +188,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     let edd = &edd;
     let has_finalizer = edd.finalizers().iter().any(|f| f == FINALIZER);
     if edd.metadata.deletion_timestamp.is_some() {
+        ctx.memos.forget(&edd.uid().unwrap_or_default());
         if !has_finalizer {
             return Ok(Action::await_change());
         }
@@ -192,12 +208,17 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         finalizers.push(FINALIZER.to_string());
         set_finalizers(&api, edd, finalizers).await?;
     }
-    match reconcile::reconcile_apply(edd, ctx).await? {
-        Progress::Converging => Ok(Action::requeue(ctx.config.converging_requeue)),
-        Progress::Steady => Ok(Action::requeue(ctx.config.steady_requeue)),
-        Progress::Stalled => Ok(Action::requeue(ctx.config.stalled_requeue)),
-        Progress::ConsoleBackoff(wait) => Ok(Action::requeue(wait.max(ctx.config.converging_requeue))),
-    }
+    let wait = match reconcile::reconcile_apply(edd, ctx).await? {
+        Progress::Converging => ctx.config.converging_requeue,
+        Progress::Waiting(wait) => wait,
+        Progress::Steady => ctx.config.steady_requeue,
+        Progress::Stalled => ctx.config.stalled_requeue,
+        Progress::ConsoleBackoff(wait) => wait.max(ctx.config.converging_requeue),
+    };
+    // Our own status patch comes back as a watch event for this same metadata: not a reason to look.
+    let meta = reconcile::glance::meta_key(&edd.metadata);
+    ctx.memos.set_due(&edd.uid().unwrap_or_default(), meta, std::time::Instant::now() + wait);
+    Ok(Action::requeue(wait))
 }
 
 /// A merge patch carrying `resourceVersion`, so it fails rather than overwrite a concurrent change.

@@ -38,12 +38,21 @@ struct Args {
     /// AWS endpoint for resources that set no aws.endpointUrl (emulators, private endpoints).
     #[arg(long, env = "OPERATOR_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
-    /// Seconds between reconciles while a resource converges.
-    #[arg(long, env = "REQUEUE_CONVERGING_SECONDS", default_value_t = 5)]
+    /// Seconds before the next look while a resource converges; a wait without progress doubles
+    /// it up to --max-wait-seconds.
+    #[arg(long, env = "REQUEUE_CONVERGING_SECONDS", default_value_t = 1)]
     requeue_converging_seconds: u64,
-    /// Seconds between resyncs of a Ready resource.
+    /// Longest wait between looks while a resource waits without progress.
+    #[arg(long, env = "MAX_WAIT_SECONDS", default_value_t = 60)]
+    max_wait_seconds: u64,
+    /// Seconds between resyncs of a Ready resource (each one a glance: one DescribeServices per
+    /// resource plus batched reads; drift in them is repaired within one resync).
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between full observations of a Ready resource (what a glance does not read: a
+    /// deregistered revision, the execution role's policy, the install bundle's secret).
+    #[arg(long, env = "DEEP_RESYNC_SECONDS", default_value_t = 86400)]
+    deep_resync_seconds: u64,
     /// Seconds a change may go without progress before the resource is Stalled (a resource's
     /// spec.progressDeadlineSeconds overrides it).
     #[arg(long, env = "PROGRESS_DEADLINE_SECONDS", default_value_t = 900)]
@@ -185,6 +194,8 @@ async fn main() -> anyhow::Result<()> {
     let config = controller::Config {
         converging_requeue: Duration::from_secs(args.requeue_converging_seconds),
         steady_requeue: Duration::from_secs(args.resync_seconds),
+        max_wait: Duration::from_secs(args.max_wait_seconds),
+        deep_resync: Duration::from_secs(args.deep_resync_seconds),
         aws_endpoint_url: args.aws_endpoint_url,
         namespace: args.namespace,
         selector: args.selector.filter(|s| !s.trim().is_empty()),

@@ -514,7 +514,14 @@ async fn a_guide_named_launch_configuration_is_never_used_or_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_put_back_within_one_resync_with_an_event() {
-    let h = Harness::start_full(Default::default(), |c| c.steady_requeue = Duration::from_secs(2)).await.unwrap();
+    // Every resync a full observation (deep), so drift no glance reads (a deregistered revision)
+    // is put back within one too; tests/quiet_reconciles.rs shows the glance's share.
+    let h = Harness::start_full(Default::default(), |c| {
+        c.steady_requeue = Duration::from_secs(2);
+        c.deep_resync = Duration::from_secs(2);
+    })
+    .await
+    .unwrap();
     h.create(&h.sample("drift")).await.unwrap();
     let ready = h.wait_condition("drift", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
     let aws = h.aws().await;

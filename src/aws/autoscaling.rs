@@ -112,52 +112,51 @@ fn template_spec(name: &str, version: Option<i64>) -> LaunchTemplateSpecificatio
         .build()
 }
 
+pub(super) fn group_of(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> AutoScalingGroup {
+    AutoScalingGroup {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+        arn: g.auto_scaling_group_arn().unwrap_or_default().to_string(),
+        min_size: g.min_size().unwrap_or_default(),
+        max_size: g.max_size().unwrap_or_default(),
+        desired_capacity: g.desired_capacity().unwrap_or_default(),
+        instances: g
+            .instances()
+            .iter()
+            .map(|i| AsgInstance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                launch_template_name: i.launch_template().and_then(|t| t.launch_template_name()).map(str::to_string),
+                launch_template_version: i.launch_template().and_then(|t| t.version()).map(str::to_string),
+                launch_configuration_name: i.launch_configuration_name().map(str::to_string),
+            })
+            .collect(),
+        subnet_ids: {
+            let mut ids: Vec<String> = g
+                .vpc_zone_identifier()
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            ids.sort();
+            ids
+        },
+        launch_template_id: g.launch_template().and_then(|t| t.launch_template_id()).map(str::to_string),
+        launch_template_name: g.launch_template().and_then(|t| t.launch_template_name()).map(str::to_string),
+        launch_template_version: g.launch_template().and_then(|t| t.version()).map(str::to_string),
+        launch_configuration_name: g.launch_configuration_name().map(str::to_string),
+        status: g.status().map(str::to_string),
+        tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+    }
+}
+
 impl AwsClients {
     pub async fn describe_auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>, AwsError> {
         let out = self.finish(
             "autoscaling:DescribeAutoScalingGroups",
             self.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await,
         )?;
-        Ok(out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).map(|g| {
-            AutoScalingGroup {
-                name: name.to_string(),
-                arn: g.auto_scaling_group_arn().unwrap_or_default().to_string(),
-                min_size: g.min_size().unwrap_or_default(),
-                max_size: g.max_size().unwrap_or_default(),
-                desired_capacity: g.desired_capacity().unwrap_or_default(),
-                instances: g
-                    .instances()
-                    .iter()
-                    .map(|i| AsgInstance {
-                        id: i.instance_id().unwrap_or_default().to_string(),
-                        lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-                        launch_template_name: i
-                            .launch_template()
-                            .and_then(|t| t.launch_template_name())
-                            .map(str::to_string),
-                        launch_template_version: i.launch_template().and_then(|t| t.version()).map(str::to_string),
-                        launch_configuration_name: i.launch_configuration_name().map(str::to_string),
-                    })
-                    .collect(),
-                subnet_ids: {
-                    let mut ids: Vec<String> = g
-                        .vpc_zone_identifier()
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect();
-                    ids.sort();
-                    ids
-                },
-                launch_template_id: g.launch_template().and_then(|t| t.launch_template_id()).map(str::to_string),
-                launch_template_name: g.launch_template().and_then(|t| t.launch_template_name()).map(str::to_string),
-                launch_template_version: g.launch_template().and_then(|t| t.version()).map(str::to_string),
-                launch_configuration_name: g.launch_configuration_name().map(str::to_string),
-                status: g.status().map(str::to_string),
-                tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
-            }
-        }))
+        Ok(out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).map(group_of))
     }
 
     pub async fn create_auto_scaling_group(&self, asg: &NewAutoScalingGroup) -> Result<(), AwsError> {

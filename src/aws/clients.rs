@@ -38,7 +38,7 @@ pub struct AwsTarget {
 
 impl AwsTarget {
     /// A key that identifies the clients to share; credentials enter only as a hash.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         let mut h = Sha256::new();
         if let Some(c) = &self.credentials {
             h.update(c.access_key_id.as_bytes());
@@ -69,6 +69,8 @@ pub struct AwsClients {
     pub secretsmanager: aws_sdk_secretsmanager::Client,
     pub iam: aws_sdk_iam::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Batched reads shared by every resource of this target.
+    pub fleet: Arc<super::fleet::FleetCache>,
 }
 
 /// Clients shared across resources.
@@ -140,6 +142,7 @@ impl AwsPool {
             secretsmanager: aws_sdk_secretsmanager::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
             metrics: self.metrics.clone(),
+            fleet: Default::default(),
         }
     }
 }

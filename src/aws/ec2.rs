@@ -73,6 +73,16 @@ fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
+pub(super) fn launch_template_of(t: &aws_sdk_ec2::types::LaunchTemplate) -> LaunchTemplate {
+    LaunchTemplate {
+        id: t.launch_template_id().unwrap_or_default().to_string(),
+        name: t.launch_template_name().unwrap_or_default().to_string(),
+        default_version: t.default_version_number().unwrap_or(1),
+        latest_version: t.latest_version_number().unwrap_or(1),
+        tags: t.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+    }
+}
+
 impl AwsClients {
     pub async fn describe_launch_template(&self, name: &str) -> Result<Option<LaunchTemplate>, AwsError> {
         let result = self.finish(
@@ -84,13 +94,7 @@ impl AwsClients {
             Err(e) if e.code_is("InvalidLaunchTemplateName.NotFoundException") => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(out.launch_templates().iter().find(|t| t.launch_template_name() == Some(name)).map(|t| LaunchTemplate {
-            id: t.launch_template_id().unwrap_or_default().to_string(),
-            name: name.to_string(),
-            default_version: t.default_version_number().unwrap_or(1),
-            latest_version: t.latest_version_number().unwrap_or(1),
-            tags: t.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
-        }))
+        Ok(out.launch_templates().iter().find(|t| t.launch_template_name() == Some(name)).map(launch_template_of))
     }
 
     pub async fn create_launch_template(&self, new: &NewLaunchTemplate) -> Result<LaunchTemplate, AwsError> {

@@ -95,22 +95,26 @@ fn sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
+pub(super) fn cluster_of(c: &aws_sdk_ecs::types::Cluster) -> Cluster {
+    Cluster {
+        arn: c.cluster_arn().unwrap_or_default().to_string(),
+        name: c.cluster_name().unwrap_or_default().to_string(),
+        status: c.status().unwrap_or_default().to_string(),
+        registered_container_instances: c.registered_container_instances_count(),
+        active_services: c.active_services_count(),
+        running_tasks: c.running_tasks_count(),
+        pending_tasks: c.pending_tasks_count(),
+        tags: tags_of(c.tags()),
+    }
+}
+
 impl AwsClients {
     pub async fn describe_cluster(&self, name: &str) -> Result<Option<Cluster>, AwsError> {
         let out = self.finish(
             "ecs:DescribeClusters",
             self.ecs.describe_clusters().clusters(name).include(ClusterField::Tags).send().await,
         )?;
-        Ok(out.clusters().iter().find(|c| c.status() != Some("INACTIVE")).map(|c| Cluster {
-            arn: c.cluster_arn().unwrap_or_default().to_string(),
-            name: c.cluster_name().unwrap_or_default().to_string(),
-            status: c.status().unwrap_or_default().to_string(),
-            registered_container_instances: c.registered_container_instances_count(),
-            active_services: c.active_services_count(),
-            running_tasks: c.running_tasks_count(),
-            pending_tasks: c.pending_tasks_count(),
-            tags: tags_of(c.tags()),
-        }))
+        Ok(out.clusters().iter().find(|c| c.status() != Some("INACTIVE")).map(cluster_of))
     }
 
     pub async fn create_cluster(&self, name: &str, tags: &Tags) -> Result<Cluster, AwsError> {

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod ec2;
 pub mod ecs;
 mod error;
+pub mod fleet;
 pub mod iam;
 pub mod secretsmanager;
 

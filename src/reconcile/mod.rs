@@ -9,6 +9,7 @@
 //! and, on deletion, [`teardown`].
 
 pub mod apply;
+pub mod glance;
 pub mod install_bundle;
 pub mod observe;
 pub mod observed;
@@ -45,6 +46,8 @@ use status::{Outcome, build_status};
 pub enum Progress {
     /// Work under way: look again soon.
     Converging,
+    /// Waiting, and nothing changed since the last look: look again after this long.
+    Waiting(Duration),
     /// Everything holds: look again at the resync interval.
     Steady,
     /// A human must act; look again now and then, in case the world fixed itself.
@@ -92,6 +95,24 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         let (user, password) = (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
         desired = desired.with_proxy_credentials(&user, &password);
     }
+    // (IO) A glance; unchanged since a full pass that changed nothing: nothing to do (glance.rs).
+    let inputs = glance::inputs_key(&desired, &target, &console);
+    let memo = ctx.memos.get(&desired.uid).filter(|m| m.generation == desired.generation);
+    let looks = memo.as_ref().map(|m| m.looks).unwrap_or_else(|| glance::Looks::steady(&desired));
+    let waiting = memo.as_ref().is_some_and(|m| m.waiting);
+    // Waits see progress within a look; resyncs may share answers up to half a resync old.
+    let fresh = if waiting { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
+    let fingerprint = glance::take(&aws, &ctx.console_glances, &console, &desired, looks, fresh).await?;
+    let now = std::time::Instant::now();
+    if memo.is_some_and(|m| m.holds(desired.generation, inputs, fingerprint, now, ctx.config.deep_resync))
+        && let Some(m) = ctx.memos.quiet(&desired.uid)
+    {
+        return Ok(Ok(if m.waiting {
+            Progress::Waiting(m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, now))
+        } else {
+            Progress::Steady
+        }));
+    }
     let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev).await?; // (IO) + (pure)
 
     // apply (IO), unless suspended.
@@ -134,6 +155,7 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         Timestamp::now(),
     );
     let stalled = status::is_stalled(&status);
+    let last_progress = status.last_progress_time.clone();
     let newly_stalled = stalled && !prev.is_some_and(status::is_stalled);
     let stalled_message = status
         .conditions
@@ -142,6 +164,33 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         .map(|c| (c.reason.clone(), c.message.clone()));
     patch_status(edd, ctx, status).await?;
 
+    let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
+    if applied.failed.is_some() || stalled || observed.console_unavailable.is_some() {
+        ctx.memos.forget(&desired.uid); // the next pass looks at everything
+    } else {
+        let waiting = !all_ready && !suspended;
+        let deadline_at = last_progress.filter(|_| waiting).map(|t| {
+            let waited = Timestamp::now().duration_since(t.0).unsigned_abs();
+            now + deadline.saturating_sub(waited)
+        });
+        ctx.memos.put(
+            &desired.uid,
+            glance::Memo {
+                generation: desired.generation,
+                inputs,
+                looked: looks,
+                looks: if waiting { glance::Looks::waiting(&desired, &plan) } else { glance::Looks::steady(&desired) },
+                fingerprint,
+                settled: suspended || (plan.actions.is_empty() && plan.drift.is_empty() && !applied.changed()),
+                waiting,
+                quiet: 0,
+                last_full: now,
+                deadline_at,
+                meta: 0,
+                due: None,
+            },
+        );
+    }
     if let Some((_, err)) = applied.failed {
         return Ok(Err(Error::Aws(err)));
     }
@@ -152,7 +201,6 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         }
         return Ok(Ok(Progress::Stalled));
     }
-    let all_ready = plan.steps.all().iter().all(|(_, s)| s.state == plan::StepState::Ready) && plan.removing.is_none();
     if let Some(outage) = &observed.console_unavailable
         && !suspended
         && !applied.changed()
@@ -161,7 +209,14 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
         return Ok(Ok(Progress::ConsoleBackoff(outage.retry_in)));
     }
     // Suspended resources are only observed: no need to look often.
-    Ok(Ok(if (all_ready && !applied.changed()) || suspended { Progress::Steady } else { Progress::Converging }))
+    Ok(Ok(if (all_ready && !applied.changed()) || suspended {
+        Progress::Steady
+    } else if applied.changed() {
+        Progress::Converging
+    } else {
+        // Waiting: the next look is a glance; it backs off while nothing changes.
+        Progress::Waiting(ctx.config.converging_requeue)
+    }))
 }
 
 /// Nothing on the AWS side is under way (no step but the Console's is progressing, nothing is

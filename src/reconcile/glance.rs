@@ -1,0 +1,370 @@
+//! Quiet reconciles. A *glance* is the few cheap reads that change whenever anything a resource
+//! waits for or guards changes: the cluster's counts and the Auto Scaling group, launch template and
+//! AMI parameter (batched across the fleet, [`crate::aws::fleet`]), the service (one
+//! DescribeServices, the only read that is truly per cluster) and the Console's version and
+//! connected Defenders (one paged list per Console, shared). The [`Memo`] remembers the glance
+//! taken before the last full pass; when that pass changed nothing and the glance is still the
+//! same, the reconcile stops there: no full observation, no status patch. Anything else (a new
+//! generation, a changed Secret, a pass that changed something, a deep resync due, a progress
+//! deadline reached) runs the whole pipeline.
+//!
+//! The glance is taken *before* the full observation, so a change that lands in between shows as
+//! a different glance next time: a glance can make a reconcile late, never blind.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::plan::{Plan, StepState};
+use crate::{
+    aws::{AwsClients, AwsError, AwsTarget},
+    crd::WorkerKind,
+    prisma::{ConsoleClient, Defender},
+    validate::{Desired, ImageSource},
+};
+
+/// Which reads a glance makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Looks {
+    pub cluster: bool,
+    pub service: bool,
+    pub group: bool,
+    pub launch_template: bool,
+    pub image: bool,
+    pub console: bool,
+}
+
+impl Looks {
+    /// Everything a Ready resource guards (drift shows in one of these).
+    pub fn steady(desired: &Desired) -> Self {
+        let workers = desired.workers.as_ref();
+        Looks {
+            cluster: true,
+            service: true,
+            group: workers.is_some(),
+            launch_template: workers.is_some_and(|w| w.kind == WorkerKind::LaunchTemplate),
+            image: workers.is_some_and(|w| matches!(w.image, ImageSource::SsmParameter(_))),
+            console: true,
+        }
+    }
+
+    /// Only what the steps still in progress wait for (AWS's waiters poll one thing, too).
+    pub fn waiting(desired: &Desired, plan: &Plan) -> Self {
+        let s = &plan.steps;
+        let progressing = |st: StepState| st == StepState::Progressing;
+        let workers = progressing(s.workers.state) && desired.workers.is_some();
+        let service = progressing(s.service.state);
+        Looks {
+            // Instances registering and tasks starting show in the cluster's counts.
+            cluster: true,
+            service,
+            group: workers,
+            launch_template: false,
+            image: false,
+            console: progressing(s.defenders.state),
+        }
+    }
+}
+
+/// (IO) The glance's fingerprint. Console failures do not fail it: they make it differ, and the
+/// full pass deals with them.
+pub async fn take(
+    aws: &AwsClients,
+    consoles: &ConsoleGlances,
+    console: &Arc<ConsoleClient>,
+    desired: &Desired,
+    looks: Looks,
+    fresh: Duration,
+) -> Result<u64, AwsError> {
+    let mut h = DefaultHasher::new();
+    looks.hash(&mut h);
+    if looks.cluster {
+        let c = aws.glance_cluster(&desired.cluster_name, fresh).await?;
+        c.map(|c| (c.status, c.registered_container_instances, c.active_services, c.running_tasks, c.pending_tasks))
+            .hash(&mut h);
+    }
+    if looks.service {
+        let s = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
+        s.map(|s| {
+            let deployments: Vec<_> =
+                s.deployments.into_iter().map(|d| (d.status, d.task_definition, d.rollout_state, d.running)).collect();
+            (s.arn, s.status, s.task_definition, s.desired, s.running, deployments)
+        })
+        .hash(&mut h);
+    }
+    if let Some(w) = desired.workers.as_ref() {
+        if looks.group {
+            let g = aws.glance_auto_scaling_group(&w.asg_name, fresh).await?;
+            g.map(|g| {
+                let instances: Vec<_> = g
+                    .instances
+                    .into_iter()
+                    .map(|i| (i.id, i.lifecycle_state, i.launch_template_version, i.launch_configuration_name))
+                    .collect();
+                let launch = (g.launch_template_id, g.launch_template_version, g.launch_configuration_name);
+                ((g.min_size, g.max_size, g.desired_capacity), instances, g.subnet_ids, launch, g.status)
+            })
+            .hash(&mut h);
+        }
+        if looks.launch_template {
+            let lt = aws.glance_launch_template(&w.name, fresh).await?;
+            lt.map(|t| (t.id, t.default_version, t.latest_version)).hash(&mut h);
+        }
+        if looks.image
+            && let ImageSource::SsmParameter(p) = &w.image
+        {
+            aws.glance_ssm_parameter(p, fresh).await?.hash(&mut h);
+        }
+    }
+    if looks.console {
+        // Defenders report the cluster override when one is set (as in the full observation).
+        let cluster =
+            desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
+        match consoles.get(console, fresh).await {
+            Some((version, defenders)) => {
+                let connected: BTreeSet<&str> = defenders
+                    .iter()
+                    .filter(|d| d.connected && d.cluster == cluster)
+                    .map(|d| d.hostname.as_str())
+                    .collect();
+                (version, connected).hash(&mut h);
+            }
+            // Never equal to an earlier glance: the full pass finds out what is wrong.
+            None => Instant::now().hash(&mut h),
+        }
+    }
+    Ok(h.finish())
+}
+
+/// What the full pass depends on besides the spec's generation: the Secrets' contents (the
+/// Console and AWS clients are per credentials) and the proxy credentials in the options.
+pub fn inputs_key(desired: &Desired, target: &AwsTarget, console: &Arc<ConsoleClient>) -> u64 {
+    let mut h = DefaultHasher::new();
+    target.key().hash(&mut h);
+    (Arc::as_ptr(console) as usize).hash(&mut h);
+    desired.generator_options.to_string().hash(&mut h);
+    h.finish()
+}
+
+type ConsoleView = (String, Arc<Vec<Defender>>);
+
+/// One Console answer (version and connected Defenders) shared by every resource using that
+/// Console, refreshed at most as often as asked.
+#[derive(Default)]
+pub struct ConsoleGlances {
+    views: Mutex<HashMap<usize, Arc<ConsoleSlot>>>,
+}
+
+#[derive(Default)]
+struct ConsoleSlot {
+    view: Mutex<Option<(Instant, Option<ConsoleView>)>>,
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl ConsoleSlot {
+    fn fresh(&self, not_before: Instant) -> Option<Option<ConsoleView>> {
+        self.view.lock().unwrap().as_ref().filter(|(at, _)| *at >= not_before).map(|(_, v)| v.clone())
+    }
+}
+
+impl ConsoleGlances {
+    /// `None` when the Console does not answer (or refuses).
+    async fn get(&self, console: &Arc<ConsoleClient>, max_age: Duration) -> Option<ConsoleView> {
+        let slot = self.views.lock().unwrap().entry(Arc::as_ptr(console) as usize).or_default().clone();
+        let not_before = Instant::now().checked_sub(max_age).unwrap_or_else(Instant::now);
+        if let Some(v) = slot.fresh(not_before) {
+            return v;
+        }
+        let _flight = slot.flight.lock().await;
+        if let Some(v) = slot.fresh(not_before) {
+            return v;
+        }
+        let version = console.guarded(console.version()).await.ok().and_then(Result::ok);
+        let view = match version {
+            Some(version) => match console.guarded(console.defenders(None, Some(true))).await {
+                Ok(Ok(defenders)) => Some((version, Arc::new(defenders))),
+                _ => None,
+            },
+            None => None,
+        };
+        *slot.view.lock().unwrap() = Some((Instant::now(), view.clone()));
+        view
+    }
+}
+
+/// What the last full pass of a resource left to compare with.
+#[derive(Clone, Debug)]
+pub struct Memo {
+    pub generation: i64,
+    pub inputs: u64,
+    /// The looks `fingerprint` was taken with, and those for the next glance.
+    pub looked: Looks,
+    pub looks: Looks,
+    pub fingerprint: u64,
+    /// The pass changed nothing and had nothing to change (or is suspended).
+    pub settled: bool,
+    /// Still waiting (for instances, tasks, Defenders); `false`: Ready.
+    pub waiting: bool,
+    /// Quiet glances since the last full pass.
+    pub quiet: u32,
+    pub last_full: Instant,
+    /// When a wait without progress reaches the progress deadline (a full pass says Stalled).
+    pub deadline_at: Option<Instant>,
+    /// The metadata of the object the pass ran for, and when its next look is due: a watch
+    /// event for the same metadata before then (our own status patch) is no reason to look.
+    pub meta: u64,
+    pub due: Option<Instant>,
+}
+
+impl Memo {
+    /// Whether a reconcile with this glance may stop without a full pass.
+    pub fn holds(&self, generation: i64, inputs: u64, fingerprint: u64, now: Instant, deep_resync: Duration) -> bool {
+        self.settled
+            && self.generation == generation
+            && self.inputs == inputs
+            && self.looked == self.looks
+            && self.fingerprint == fingerprint
+            && now < self.last_full + deep_resync
+            && self.deadline_at.is_none_or(|d| now < d)
+    }
+
+    /// The next look of a quiet wait: doubling from `first` up to `max` (like AWS's waiters), never
+    /// past the progress deadline.
+    pub fn wait_delay(&self, first: Duration, max: Duration, now: Instant) -> Duration {
+        let d = first.saturating_mul(1u32.checked_shl(self.quiet.min(20)).unwrap_or(u32::MAX)).min(max);
+        match self.deadline_at {
+            Some(at) => d.min(at.saturating_duration_since(now) + Duration::from_millis(100)),
+            None => d,
+        }
+    }
+}
+
+/// Memos by resource UID; shared with the Secret watch, which forgets a resource's memo when one
+/// of its Secrets changes.
+#[derive(Clone, Default)]
+pub struct Memos(Arc<Mutex<HashMap<String, Memo>>>);
+
+impl Memos {
+    pub fn get(&self, uid: &str) -> Option<Memo> {
+        self.0.lock().unwrap().get(uid).cloned()
+    }
+
+    pub fn put(&self, uid: &str, memo: Memo) {
+        self.0.lock().unwrap().insert(uid.to_string(), memo);
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap().remove(uid);
+    }
+
+    /// Counts a quiet glance; returns the memo as it is now.
+    pub fn quiet(&self, uid: &str) -> Option<Memo> {
+        let mut memos = self.0.lock().unwrap();
+        let m = memos.get_mut(uid)?;
+        m.quiet = m.quiet.saturating_add(1);
+        Some(m.clone())
+    }
+
+    /// Records when the resource's next look is due, for the object whose metadata hashes to `meta`.
+    pub fn set_due(&self, uid: &str, meta: u64, due: Instant) {
+        if let Some(m) = self.0.lock().unwrap().get_mut(uid) {
+            m.meta = meta;
+            m.due = Some(due);
+        }
+    }
+
+    /// How long until the next look when a watch event brings nothing new (our own status patch).
+    pub fn early(&self, uid: &str, meta: u64, now: Instant) -> Option<Duration> {
+        let memos = self.0.lock().unwrap();
+        let m = memos.get(uid)?;
+        let due = m.due?;
+        (m.meta == meta && now < due).then(|| due - now)
+    }
+}
+
+/// What in an object's metadata calls for a look: its spec's generation, deletion, finalizers and
+/// labels (status and our own patches do not).
+pub fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    let mut h = DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memo() -> Memo {
+        Memo {
+            generation: 1,
+            inputs: 7,
+            looked: Looks::default(),
+            looks: Looks::default(),
+            fingerprint: 42,
+            settled: true,
+            waiting: false,
+            quiet: 0,
+            last_full: Instant::now(),
+            deadline_at: None,
+            meta: 0,
+            due: None,
+        }
+    }
+
+    #[test]
+    fn only_an_unchanged_glance_after_a_pass_that_changed_nothing_is_quiet() {
+        let now = Instant::now();
+        let day = Duration::from_secs(86400);
+        let m = memo();
+        assert!(m.holds(1, 7, 42, now, day));
+        assert!(!m.holds(1, 7, 43, now, day), "the glance changed");
+        assert!(!m.holds(2, 7, 42, now, day), "a new generation");
+        assert!(!m.holds(1, 8, 42, now, day), "a Secret changed");
+        assert!(!Memo { settled: false, ..memo() }.holds(1, 7, 42, now, day), "the pass changed something");
+        assert!(!m.holds(1, 7, 42, now + day + Duration::from_secs(1), day), "the deep resync is due");
+        let other = Looks { cluster: true, ..Default::default() };
+        assert!(!Memo { looks: other, ..memo() }.holds(1, 7, 42, now, day), "the next glance looks elsewhere");
+        let deadline = Memo { deadline_at: Some(now), ..memo() };
+        assert!(!deadline.holds(1, 7, 42, now, day), "the progress deadline is reached");
+    }
+
+    #[test]
+    fn quiet_waits_back_off_to_the_cap_and_never_past_the_deadline() {
+        let now = Instant::now();
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let at = |quiet| Memo { quiet, ..memo() }.wait_delay(first, max, now);
+        assert_eq!([at(0), at(1), at(2), at(5)], [1, 2, 4, 32].map(Duration::from_secs));
+        assert_eq!(at(6), max);
+        assert_eq!(at(40), max);
+        let near = Memo { quiet: 9, deadline_at: Some(now + Duration::from_secs(5)), ..memo() };
+        assert_eq!(near.wait_delay(first, max, now), Duration::from_millis(5100));
+    }
+
+    #[test]
+    fn our_own_status_patch_is_no_reason_to_look_but_a_spec_or_deletion_is() {
+        let memos = Memos::default();
+        let mut meta =
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { generation: Some(1), ..Default::default() };
+        let now = Instant::now();
+        memos.put("u", memo());
+        memos.set_due("u", meta_key(&meta), now + Duration::from_secs(300));
+        assert_eq!(memos.early("u", meta_key(&meta), now), Some(Duration::from_secs(300)));
+        meta.generation = Some(2);
+        assert_eq!(memos.early("u", meta_key(&meta), now), None, "a new spec");
+        meta.generation = Some(1);
+        meta.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        assert_eq!(memos.early("u", meta_key(&meta), now), None, "deleted");
+        meta.deletion_timestamp = None;
+        assert_eq!(memos.early("u", meta_key(&meta), now + Duration::from_secs(301)), None, "due");
+        memos.forget("u");
+        assert_eq!(memos.early("u", meta_key(&meta), now), None, "a Secret changed");
+    }
+}
