@@ -66,11 +66,10 @@ impl FromStr for RateLimit {
             Some((r, b)) => (r.trim(), Some(b.trim())),
             None => (s, None),
         };
-        let per_second: f64 = rate
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && *r > 0.0)
-            .ok_or_else(|| format!("{s:?}: the rate must be a positive number of requests per second (RATE/BURST)"))?;
+        let per_second: f64 =
+            rate.parse().ok().filter(|r: &f64| r.is_finite() && *r > 0.0).ok_or_else(|| {
+                format!("{s:?}: the rate must be a positive number of requests per second (RATE/BURST)")
+            })?;
         let burst = match burst {
             Some(b) => b
                 .parse::<u32>()
@@ -155,8 +154,9 @@ impl FromStr for AwsRateLimits {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut limits = Self::default();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (service, limit) =
-                entry.split_once('=').ok_or_else(|| format!("{entry:?}: expected SERVICE=RATE/BURST or SERVICE=off"))?;
+            let (service, limit) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?}: expected SERVICE=RATE/BURST or SERVICE=off"))?;
             let limit = match limit.trim() {
                 "off" => None,
                 l => Some(l.parse::<RateLimit>().map_err(|e| format!("{}: {e}", service.trim()))?),

@@ -65,7 +65,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
     let mut controller = Controller::new(api, watch).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
     let ctx = Arc::new(Context {
-        aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()).with_rate_limits(config.aws_rate_limits.clone()),
+        aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone())
+            .with_rate_limits(config.aws_rate_limits.clone()),
         // One backoff per Console for all resources using it, paced like a resource's retries.
         consoles: ConsolePool::new(
             metrics.clone(),

@@ -591,6 +591,29 @@ mod tests {
     }
 
     #[test]
+    fn one_rate_budget_per_console_url_whatever_the_credentials() {
+        crate::install_crypto_provider();
+        let target = |url: &str, user: &str| ConsoleTarget {
+            url: url.into(),
+            username: user.into(),
+            password: "p".into(),
+            ca_pem: None,
+            insecure_skip_tls_verify: false,
+            project: None,
+        };
+        let pool = ConsolePool::new(Arc::new(Metrics::default()), Backoff::default());
+        let a = pool.client(&target("http://console:8083", "a")).unwrap();
+        let b = pool.client(&target("http://console:8083/", "b")).unwrap();
+        let other = pool.client(&target("http://other:8083", "a")).unwrap();
+        let (a, b, other) = (a.budget.clone().unwrap(), b.budget.clone().unwrap(), other.budget.clone().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "two users of one Console share its budget");
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(a.limit(), DEFAULT_CONSOLE_RATE_LIMIT);
+        let unlimited = ConsolePool::new(Arc::new(Metrics::default()), Backoff::default()).with_rate_limit(None);
+        assert!(unlimited.client(&target("http://console:8083", "a")).unwrap().budget.is_none());
+    }
+
+    #[test]
     fn backoff_doubles_to_its_limit_with_jitter() {
         let b = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(8) };
         assert_eq!(b.delay(1, 1.0), Duration::from_secs(1));

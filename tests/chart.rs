@@ -353,7 +353,8 @@ fn deployment_wires_values_into_the_operator() {
     let d = one(&docs, "Deployment");
     // The rate budgets as src/main.rs parses them.
     assert_eq!(env_value(d, "AWS_RATE_LIMITS"), Some("ecs=15/45,iam=off"));
-    let limits: ecs_defender_operator::budget::AwsRateLimits = env_value(d, "AWS_RATE_LIMITS").unwrap().parse().unwrap();
+    let limits: ecs_defender_operator::budget::AwsRateLimits =
+        env_value(d, "AWS_RATE_LIMITS").unwrap().parse().unwrap();
     assert_eq!(limits.get("ecs"), Some(ecs_defender_operator::budget::RateLimit::new(15.0, 45)));
     assert_eq!(limits.get("iam"), None);
     assert_eq!(env_value(d, "CONSOLE_RATE_LIMIT"), Some("1/5"));

@@ -51,7 +51,12 @@ fn worst_window(times: &[SystemTime], limit: RateLimit, slack: Duration) -> Opti
 /// The highest number of requests in any one-second window (for the report).
 fn peak_per_second(times: &[SystemTime]) -> usize {
     (0..times.len())
-        .map(|i| times[i..].iter().take_while(|t| t.duration_since(times[i]).unwrap_or_default() < Duration::from_secs(1)).count())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]).unwrap_or_default() < Duration::from_secs(1))
+                .count()
+        })
         .max()
         .unwrap_or(0)
 }

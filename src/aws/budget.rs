@@ -91,7 +91,11 @@ impl HttpClient for BudgetedHttpClient {
         })
     }
 
-    fn validate_base_client_config(&self, components: &RuntimeComponentsBuilder, cfg: &ConfigBag) -> Result<(), BoxError> {
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
         self.inner.validate_base_client_config(components, cfg)
     }
 
@@ -167,7 +171,10 @@ mod tests {
     fn the_service_comes_from_the_signature_scope_else_the_host() {
         assert_eq!(service_of(&request("http://127.0.0.1:4566/", Some(SIGNED_ECS))), Some("ecs"));
         let asg = SIGNED_ECS.replace("/ecs/", "/autoscaling/");
-        assert_eq!(service_of(&request("https://autoscaling.us-east-1.amazonaws.com/", Some(&asg))), Some("autoscaling"));
+        assert_eq!(
+            service_of(&request("https://autoscaling.us-east-1.amazonaws.com/", Some(&asg))),
+            Some("autoscaling")
+        );
         // IRSA's AssumeRoleWithWebIdentity is not signed.
         assert_eq!(service_of(&request("https://sts.us-east-1.amazonaws.com/", None)), Some("sts"));
         assert_eq!(service_of(&request("http://127.0.0.1:4566/", None)), None, "unknown: not limited");
