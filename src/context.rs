@@ -13,6 +13,7 @@ use kube::{Client, runtime::events::Recorder};
 use crate::{
     access::AccessRules,
     aws::AwsPool,
+    budget::{AwsRateLimits, DEFAULT_CONSOLE_RATE_LIMIT, RateLimit},
     metrics::Metrics,
     prisma::ConsolePool,
     reconcile::{
@@ -56,6 +57,10 @@ pub struct Config {
     /// Where requests may go and whose AWS identity resources may use (src/access.rs). The
     /// default allows nothing beyond https Consoles, AWS's own endpoints and own credentials.
     pub access: AccessRules,
+    /// Each AWS target's rate budget per service (src/budget.rs).
+    pub aws_rate_limits: AwsRateLimits,
+    /// Each Console's rate budget; `None`: unlimited.
+    pub console_rate_limit: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -74,6 +79,8 @@ impl Default for Config {
             progress_deadline: Duration::from_secs(15 * 60),
             watch_secrets: true,
             access: AccessRules::default(),
+            aws_rate_limits: AwsRateLimits::default(),
+            console_rate_limit: Some(DEFAULT_CONSOLE_RATE_LIMIT),
         }
     }
 }

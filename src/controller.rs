@@ -66,12 +66,14 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     let mut controller = Controller::new(api, watch).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
     let memos = reconcile::glance::Memos::default();
     let ctx = Arc::new(Context {
-        aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone()),
+        aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone())
+            .with_rate_limits(config.aws_rate_limits.clone()),
         // One backoff per Console for all resources using it, paced like a resource's retries.
         consoles: ConsolePool::new(
             metrics.clone(),
             ConsoleBackoff { first: config.converging_requeue, max: config.max_backoff },
-        ),
+        )
+        .with_rate_limit(config.console_rate_limit),
         recorder: Recorder::new(
             client.clone(),
             Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod aws;
+pub mod budget;
 pub mod context;
 pub mod controller;
 pub mod crd;

@@ -7,7 +7,9 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use ecs_defender_operator::{access, controller, http, install_crypto_provider, leader, metrics::Metrics, telemetry};
+use ecs_defender_operator::{
+    access, budget, controller, http, install_crypto_provider, leader, metrics::Metrics, telemetry,
+};
 use tracing_subscriber::prelude::*;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,10 +63,23 @@ struct Args {
     /// seconds (needs list/watch on Secrets).
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_secrets: bool,
+    /// Rate budget per AWS account/region (credentials target) and service, every request and
+    /// retry included: comma-separated SERVICE=RATE/BURST (requests per second / bucket size) or
+    /// SERVICE=off, changing the defaults of the services named (ecs, autoscaling, ec2, ssm,
+    /// secretsmanager, iam, sts), e.g. `ecs=20/40,autoscaling=10/20`.
+    #[arg(long = "aws-rate-limits", env = "AWS_RATE_LIMITS", default_value = "", value_parser = parse_aws_rate_limits)]
+    aws_rate_limits: budget::AwsRateLimits,
+    /// Rate budget per Prisma Cloud Console (URL): RATE/BURST, or off.
+    #[arg(long, env = "CONSOLE_RATE_LIMIT", default_value = "2/20", value_parser = budget::parse_optional_limit)]
+    console_rate_limit: Option<budget::RateLimit>,
     #[command(flatten)]
     access: AccessArgs,
     #[command(flatten)]
     leader_election: LeaderElectionArgs,
+}
+
+fn parse_aws_rate_limits(s: &str) -> Result<budget::AwsRateLimits, String> {
+    s.parse()
 }
 
 /// The installer's rules on where requests go and whose AWS identity a resource may use
@@ -202,8 +217,15 @@ async fn main() -> anyhow::Result<()> {
         progress_deadline: Duration::from_secs(args.progress_deadline_seconds),
         watch_secrets: args.watch_secrets,
         access: args.access.rules(),
+        aws_rate_limits: args.aws_rate_limits,
+        console_rate_limit: args.console_rate_limit,
         ..Default::default()
     };
+    tracing::info!(
+        aws = %config.aws_rate_limits,
+        console = %config.console_rate_limit.map_or("off".to_string(), |l| l.to_string()),
+        "rate budgets (requests per second / burst)"
+    );
     // The controller returns on SIGINT/SIGTERM, after in-flight reconciles finish.
     // --- leader election hook (src/leader.rs): only the Lease holder runs the controller; it is
     // dropped at once when the Lease is lost and started afresh when won again. ---

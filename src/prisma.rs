@@ -18,7 +18,11 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::{crd::reasons, metrics::Metrics};
+use crate::{
+    budget::{Bucket, DEFAULT_CONSOLE_RATE_LIMIT, RateLimit},
+    crd::reasons,
+    metrics::Metrics,
+};
 
 /// Renew the token when it is older than this (SaaS tokens embed a 10-minute platform token;
 /// the Console's docs recommend renewing every 5 minutes).
@@ -166,11 +170,27 @@ pub struct ConsolePool {
     clients: Arc<Mutex<HashMap<String, Arc<ConsoleClient>>>>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
+    rate_limit: Option<RateLimit>,
+    /// One rate budget per Console URL, shared by its clients (other credentials, projects).
+    budgets: Arc<Mutex<HashMap<String, Arc<Bucket>>>>,
 }
 
 impl ConsolePool {
+    /// A pool whose Consoles get the default rate budget.
     pub fn new(metrics: Arc<Metrics>, backoff: Backoff) -> Self {
-        Self { clients: Default::default(), metrics, backoff }
+        Self {
+            clients: Default::default(),
+            metrics,
+            backoff,
+            rate_limit: Some(DEFAULT_CONSOLE_RATE_LIMIT),
+            budgets: Default::default(),
+        }
+    }
+
+    /// Each Console's rate budget (`--console-rate-limit`); `None`: unlimited.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
     }
 
     pub fn client(&self, target: &ConsoleTarget) -> Result<Arc<ConsoleClient>, ConsoleError> {
@@ -181,6 +201,10 @@ impl ConsolePool {
         }
         let mut c = ConsoleClient::new(target.clone(), self.metrics.clone())?;
         c.backoff = self.backoff;
+        c.budget = self.rate_limit.map(|limit| {
+            let url = target.url.trim_end_matches('/').to_string();
+            self.budgets.lock().unwrap().entry(url).or_insert_with(|| Arc::new(Bucket::new(limit))).clone()
+        });
         let c = Arc::new(c);
         clients.insert(key, c.clone());
         Ok(c)
@@ -199,6 +223,8 @@ pub struct ConsoleClient {
     metrics: Arc<Metrics>,
     backoff: Backoff,
     outage: Mutex<Option<Outage>>,
+    /// The Console's rate budget, waited on before every request (src/budget.rs).
+    budget: Option<Arc<Bucket>>,
 }
 
 impl ConsoleClient {
@@ -228,7 +254,19 @@ impl ConsoleClient {
             metrics,
             backoff: Backoff::default(),
             outage: Default::default(),
+            budget: None,
         })
+    }
+
+    /// Waits for the Console's rate budget; every request (retries, logins and renewals
+    /// included) passes here just before it is sent.
+    async fn spend_budget(&self) {
+        if let Some(bucket) = &self.budget
+            && let Some(waited) = bucket.acquire().await
+        {
+            tracing::debug!(waited_ms = waited.as_millis() as u64, "waited for the Console's rate budget");
+            self.metrics.console_rate_limit_wait(waited);
+        }
     }
 
     /// Runs `call` unless the Console is backing off after a transient failure. `Ok(Err(outage))`:
@@ -356,6 +394,7 @@ impl ConsoleClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            self.spend_budget().await;
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -422,6 +461,7 @@ impl ConsoleClient {
         let body = serde_json::json!({"username": self.target.username, "password": self.target.password});
         let mut attempts = 0;
         loop {
+            self.spend_budget().await;
             let resp = self.http.post(self.url("/api/v1/authenticate")).json(&body).send().await.map_err(|e| {
                 self.metrics.console_call(operation, "transport_error");
                 ConsoleError::Transport { operation, message: transport_message(&e) }
@@ -458,6 +498,7 @@ impl ConsoleClient {
 
     async fn renew(&self, token: &str) -> Result<String, ConsoleError> {
         let operation = "authenticate/renew";
+        self.spend_budget().await;
         let resp = self
             .http
             .get(self.url("/api/v1/authenticate/renew"))
@@ -547,6 +588,29 @@ mod tests {
 
     fn server_error() -> ConsoleError {
         ConsoleError::Server { operation: "version", status: 503, message: "down".into() }
+    }
+
+    #[test]
+    fn one_rate_budget_per_console_url_whatever_the_credentials() {
+        crate::install_crypto_provider();
+        let target = |url: &str, user: &str| ConsoleTarget {
+            url: url.into(),
+            username: user.into(),
+            password: "p".into(),
+            ca_pem: None,
+            insecure_skip_tls_verify: false,
+            project: None,
+        };
+        let pool = ConsolePool::new(Arc::new(Metrics::default()), Backoff::default());
+        let a = pool.client(&target("http://console:8083", "a")).unwrap();
+        let b = pool.client(&target("http://console:8083/", "b")).unwrap();
+        let other = pool.client(&target("http://other:8083", "a")).unwrap();
+        let (a, b, other) = (a.budget.clone().unwrap(), b.budget.clone().unwrap(), other.budget.clone().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "two users of one Console share its budget");
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(a.limit(), DEFAULT_CONSOLE_RATE_LIMIT);
+        let unlimited = ConsolePool::new(Arc::new(Metrics::default()), Backoff::default()).with_rate_limit(None);
+        assert!(unlimited.client(&target("http://console:8083", "a")).unwrap().budget.is_none());
     }
 
     #[test]

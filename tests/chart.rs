@@ -307,6 +307,8 @@ fn deployment_wires_values_into_the_operator() {
     assert_eq!(env_value(d, "LOG_FORMAT"), Some("json"));
     assert_eq!(env_value(d, "OPERATOR_AWS_ENDPOINT_URL"), None);
     assert_eq!(env_value(d, "RESOURCE_SELECTOR"), None, "every resource unless a shard is asked for");
+    assert_eq!(env_value(d, "AWS_RATE_LIMITS"), None, "the binary's default rate budgets");
+    assert_eq!(env_value(d, "CONSOLE_RATE_LIMIT"), None);
     let pod_name = env_of(d).into_iter().find(|e| e["name"] == "POD_NAME").expect("POD_NAME");
     assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
 
@@ -343,9 +345,19 @@ fn deployment_wires_values_into_the_operator() {
             "serviceMonitor.enabled=true",
             "serviceMonitor.labels.release=prom",
             "resourceSelector=shard=a",
+            "rateLimits.aws.ecs=15/45",
+            "rateLimits.aws.iam=off",
+            "rateLimits.console=1/5",
         ],
     );
     let d = one(&docs, "Deployment");
+    // The rate budgets as src/main.rs parses them.
+    assert_eq!(env_value(d, "AWS_RATE_LIMITS"), Some("ecs=15/45,iam=off"));
+    let limits: ecs_defender_operator::budget::AwsRateLimits =
+        env_value(d, "AWS_RATE_LIMITS").unwrap().parse().unwrap();
+    assert_eq!(limits.get("ecs"), Some(ecs_defender_operator::budget::RateLimit::new(15.0, 45)));
+    assert_eq!(limits.get("iam"), None);
+    assert_eq!(env_value(d, "CONSOLE_RATE_LIMIT"), Some("1/5"));
     assert_eq!(env_value(d, "RESOURCE_SELECTOR"), Some("shard=a"));
     assert_eq!(env_value(d, "RUST_LOG"), Some("debug"));
     assert_eq!(env_value(d, "LOG_FORMAT"), Some("text"));

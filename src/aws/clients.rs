@@ -1,5 +1,5 @@
 //! SDK clients, built once per (region, endpoint, credentials, role) and shared by every resource
-//! that uses the same target.
+//! that uses the same target, with one rate budget per target and service (src/aws/budget.rs).
 
 use std::{
     collections::HashMap,
@@ -10,6 +10,9 @@ use std::{
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use sha2::{Digest, Sha256};
+
+use super::budget::AwsBudget;
+use crate::budget::AwsRateLimits;
 
 /// Static credentials read from a Secret.
 #[derive(Clone)]
@@ -80,11 +83,20 @@ pub struct AwsPool {
     /// An endpoint for every target that sets none (the operator's `--aws-endpoint-url`).
     default_endpoint: Option<String>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Each target's rate budget per service (`--aws-rate-limits`).
+    rate_limits: AwsRateLimits,
 }
 
 impl AwsPool {
+    /// A pool whose targets get the default rate budgets.
     pub fn new(default_endpoint: Option<String>, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Self { clients: Default::default(), default_endpoint, metrics }
+        Self { clients: Default::default(), default_endpoint, metrics, rate_limits: AwsRateLimits::default() }
+    }
+
+    /// The rate budget of each target built from now on.
+    pub fn with_rate_limits(mut self, limits: AwsRateLimits) -> Self {
+        self.rate_limits = limits;
+        self
     }
 
     pub async fn clients(&self, target: &AwsTarget) -> AwsClients {
@@ -97,8 +109,11 @@ impl AwsPool {
     }
 
     async fn build(&self, target: &AwsTarget) -> AwsClients {
+        // One budget per target: every client below, and the STS calls of its credentials, share it.
+        let budget = Arc::new(AwsBudget::new(&self.rate_limits, self.metrics.clone()));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(target.region.clone()))
+            .http_client(super::budget::http_client(budget))
             // The SDK retries throttling and 5xx a few times itself; beyond that the reconcile
             // requeues with backoff, so keep in-call retries short.
             .retry_config(RetryConfig::standard().with_max_attempts(3))

@@ -2,10 +2,12 @@
 //! SDK builders, classifies its failure (transient or permanent) and counts itself in the metrics.
 //!
 //! - [`clients`]: building SDK clients per (region, endpoint, credentials), shared across resources.
+//! - [`budget`]: their HTTP client, which holds every request to its service's rate budget.
 //! - [`ecs`], [`autoscaling`], [`ec2`], [`secretsmanager`], [`iam`]: the calls the reconcile
 //!   pipeline makes.
 
 pub mod autoscaling;
+pub mod budget;
 pub mod clients;
 pub mod ec2;
 pub mod ecs;

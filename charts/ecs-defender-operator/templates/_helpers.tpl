@@ -108,3 +108,14 @@ Leader election: the Lease's name and namespace.
 {{- define "ecs-defender-operator.leaseNamespace" -}}
 {{- default .Release.Namespace .Values.leaderElection.namespace }}
 {{- end }}
+
+{{/*
+Rate budgets: the rateLimits.aws map as AWS_RATE_LIMITS ("ecs=15/45,iam=off"), in key order.
+*/}}
+{{- define "ecs-defender-operator.awsRateLimits" -}}
+{{- $entries := list }}
+{{- range $service, $limit := . }}
+{{- $entries = append $entries (printf "%s=%v" $service $limit) }}
+{{- end }}
+{{- join "," $entries }}
+{{- end }}
