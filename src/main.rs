@@ -19,6 +19,10 @@ enum LogFormat {
 }
 
 /// Reconciles EcsDefenderDeployment resources: Prisma Cloud Defenders on AWS ECS.
+/// `off` parses to `None`. (An alias: clap takes a field spelled `Option<T>` as an optional flag
+/// whose parser yields `T`.)
+type MaybeLimit = Option<budget::RateLimit>;
+
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -71,7 +75,7 @@ struct Args {
     aws_rate_limits: budget::AwsRateLimits,
     /// Rate budget per Prisma Cloud Console (URL): RATE/BURST, or off.
     #[arg(long, env = "CONSOLE_RATE_LIMIT", default_value = "2/20", value_parser = budget::parse_optional_limit)]
-    console_rate_limit: Option<budget::RateLimit>,
+    console_rate_limit: MaybeLimit,
     #[command(flatten)]
     access: AccessArgs,
     #[command(flatten)]

@@ -64,7 +64,8 @@ impl Looks {
             group: workers,
             launch_template: false,
             image: false,
-            console: progressing(s.defenders.state),
+            // The Console generates the task definition and lists the Defenders.
+            console: progressing(s.task_definition.state) || progressing(s.defenders.state),
         }
     }
 }
@@ -208,7 +209,7 @@ pub struct Memo {
     pub settled: bool,
     /// Still waiting (for instances, tasks, Defenders); `false`: Ready.
     pub waiting: bool,
-    /// Quiet glances since the last full pass.
+    /// Looks in a row (glances, or full passes) that found the same wait without progress.
     pub quiet: u32,
     pub last_full: Instant,
     /// When a wait without progress reaches the progress deadline (a full pass says Stalled).
@@ -220,14 +221,15 @@ pub struct Memo {
 }
 
 impl Memo {
-    /// Whether a reconcile with this glance may stop without a full pass.
-    pub fn holds(&self, generation: i64, inputs: u64, fingerprint: u64, now: Instant, deep_resync: Duration) -> bool {
+    /// Whether a reconcile with this glance may stop without a full pass (one is due at least
+    /// every `full_every`).
+    pub fn holds(&self, generation: i64, inputs: u64, fingerprint: u64, now: Instant, full_every: Duration) -> bool {
         self.settled
             && self.generation == generation
             && self.inputs == inputs
             && self.looked == self.looks
             && self.fingerprint == fingerprint
-            && now < self.last_full + deep_resync
+            && now < self.last_full + full_every
             && self.deadline_at.is_none_or(|d| now < d)
     }
 

@@ -104,7 +104,9 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let fresh = if waiting { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
     let fingerprint = glance::take(&aws, &ctx.console_glances, &console, &desired, looks, fresh).await?;
     let now = std::time::Instant::now();
-    if memo.is_some_and(|m| m.holds(desired.generation, inputs, fingerprint, now, ctx.config.deep_resync))
+    // A full look at least every deep resync when Ready, every resync while waiting.
+    let full_every = if waiting { ctx.config.steady_requeue } else { ctx.config.deep_resync };
+    if memo.as_ref().is_some_and(|m| m.holds(desired.generation, inputs, fingerprint, now, full_every))
         && let Some(m) = ctx.memos.quiet(&desired.uid)
     {
         return Ok(Ok(if m.waiting {
@@ -156,6 +158,10 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     );
     let stalled = status::is_stalled(&status);
     let last_progress = status.last_progress_time.clone();
+    // The same wait as before, with nothing changed: the next look backs off further.
+    let no_progress = !applied.changed()
+        && last_progress.is_some()
+        && prev.and_then(|p| p.last_progress_time.as_ref()) == last_progress.as_ref();
     let newly_stalled = stalled && !prev.is_some_and(status::is_stalled);
     let stalled_message = status
         .conditions
@@ -181,9 +187,14 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
                 looked: looks,
                 looks: if waiting { glance::Looks::waiting(&desired, &plan) } else { glance::Looks::steady(&desired) },
                 fingerprint,
-                settled: suspended || (plan.actions.is_empty() && plan.drift.is_empty() && !applied.changed()),
+                // What is being removed is not in the glance: such waits look fully each time.
+                settled: suspended
+                    || (plan.actions.is_empty()
+                        && plan.drift.is_empty()
+                        && !applied.changed()
+                        && plan.removing.is_none()),
                 waiting,
-                quiet: 0,
+                quiet: if no_progress { memo.as_ref().map_or(0, |m| m.quiet.saturating_add(1)) } else { 0 },
                 last_full: now,
                 deadline_at,
                 meta: 0,
@@ -214,8 +225,10 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     } else if applied.changed() {
         Progress::Converging
     } else {
-        // Waiting: the next look is a glance; it backs off while nothing changes.
-        Progress::Waiting(ctx.config.converging_requeue)
+        // Waiting: the next look backs off while nothing changes (a glance when it can be).
+        let delay =
+            ctx.memos.get(&desired.uid).map(|m| m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, now));
+        Progress::Waiting(delay.unwrap_or(ctx.config.converging_requeue))
     }))
 }
 
