@@ -9,7 +9,9 @@
 //! - [`ecs_world`]: the ECS agent, the DAEMON scheduler and the Defenders, played in-process.
 //! - [`console`]: the Prisma Cloud Compute Console simulator.
 //! - [`world`]: all of the above started together ([`world::Sandbox`]), as tests and `sandbox up` use it.
+//! - [`bench`]: `sandbox bench` (`make bench`): an operator binary measured against it.
 
+pub mod bench;
 pub mod console;
 pub mod control_plane;
 pub mod defender;
