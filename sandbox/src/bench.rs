@@ -23,7 +23,6 @@ pub mod measure;
 pub mod operator;
 pub mod report;
 pub mod resources;
-mod seed_stub;
 
 use std::{
     collections::HashMap,
