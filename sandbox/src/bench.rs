@@ -68,6 +68,8 @@ pub struct BenchConfig {
     pub ready_timeout: Duration,
     /// Delete one service and time its repair.
     pub repair: bool,
+    /// Also in a case of one resource, after its steady window (up to a resync longer).
+    pub repair_single: bool,
     /// Where the operator logs go (`operator-<case>.log`).
     pub log_dir: PathBuf,
     /// The command line to print with the table.
@@ -87,6 +89,7 @@ impl BenchConfig {
             settle: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(20 * 60),
             repair: true,
+            repair_single: true,
             log_dir: std::env::temp_dir().join("ecs-defender-bench"),
             command: "make bench".to_string(),
         }
@@ -204,6 +207,7 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     sandbox.console().clear_requests();
 
     // Converge.
+    let cpu_start = operator::cpu_by_process(&sandbox, &op);
     let created = resources::create_all(&client, &tag, objects).await?;
     let t0 = created.values().min().copied().unwrap_or_else(SystemTime::now);
     let mut last_print = Instant::now();
@@ -225,6 +229,10 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     }
     tokio::time::sleep(cfg.settle).await;
     let converge_end = SystemTime::now();
+    let cpu_converged = operator::cpu_by_process(&sandbox, &op);
+    // Before the repair below restarts a Defender.
+    let defenders = sandbox.console().defenders();
+    rep.cpu_converge = operator::cpu_delta(&cpu_start, &cpu_converged);
     if !op.running() {
         anyhow::bail!("the operator exited; see {}", op.log.display());
     }
@@ -246,17 +254,19 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
         (window.await?, None)
     };
     let (cpu1, rec1, s1) = end;
+    rep.cpu_steady = operator::cpu_delta(&cpu_converged, &operator::cpu_by_process(&sandbox, &op));
     // The resource whose service was deleted in the window is left out of the steady figures.
     let excluded = in_window.as_ref().map(|r| r.index_of(&names));
     let repaired = match in_window {
         Some(r) => Some(r),
-        None if cfg.repair => Some(delete_and_wait(&sandbox, &names[repair_index], repair_wait).await?),
+        None if cfg.repair && cfg.repair_single => {
+            Some(delete_and_wait(&sandbox, &names[repair_index], repair_wait).await?)
+        }
         None => None,
     };
     rep.peak_rss_mib = Some(op.peak_rss_bytes()? as f64 / (1024.0 * 1024.0));
     let calls = sandbox.gate().calls();
     let console_requests = sandbox.console().requests();
-    let defenders = sandbox.console().defenders();
     let objects = watch.objects();
     op.stop().await;
 
@@ -289,6 +299,7 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
         aws_total: Dist::of(muts.iter().zip(&reads).map(|(m, r)| m + r)).map_or(0.0, |d| d.median),
         console_mean: console_converge as f64 / n as f64,
         mutating_operations: measure::mutating_operations(&first_calls, &attr, 0),
+        aws_operations: measure::operations_in(&calls, t0, converge_end),
     });
     rep.time_to_ready = Dist::of(names.iter().filter_map(|m| Some(seconds(*created.get(m)?, *ready_at.get(m)?))));
 
@@ -445,11 +456,16 @@ async fn run_waiting(cfg: &BenchConfig) -> Result<CaseReport> {
     .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let start = loop {
-        if let Some(c) = sandbox.gate().calls().iter().find(|c| c.operation == "CreateAutoScalingGroup" && c.status == 200) {
+        if let Some(c) =
+            sandbox.gate().calls().iter().find(|c| c.operation == "CreateAutoScalingGroup" && c.status == 200)
+        {
             break c.at;
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("the waiting resource's Auto Scaling group was not created within 120 s; see {}", op.log.display());
+            anyhow::bail!(
+                "the waiting resource's Auto Scaling group was not created within 120 s; see {}",
+                op.log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -64,6 +64,9 @@ struct BenchArgs {
     /// Skip deleting a service and timing its repair.
     #[arg(long)]
     no_repair: bool,
+    /// Skip it in the case of one resource (where it comes after the steady window, up to a resync longer).
+    #[arg(long)]
+    no_repair_single: bool,
 }
 
 async fn bench(args: BenchArgs) -> Result<()> {
@@ -77,6 +80,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     cfg.resync = args.resync_seconds.map(Duration::from_secs);
     cfg.ready_timeout = Duration::from_secs(args.ready_timeout_seconds);
     cfg.repair = !args.no_repair;
+    cfg.repair_single = !args.no_repair_single;
     if let Some(dir) = args.json.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
         cfg.log_dir = dir.to_path_buf();
     }

@@ -80,19 +80,11 @@ pub fn per_resource_calls(
     for call in calls.iter().filter(|c| !skip(c)) {
         let owners = attr.resources_of(call);
         let add = |slot: &mut (f64, f64), w: f64| {
-            if call.mutating {
-                slot.0 += w
-            } else {
-                slot.1 += w
-            }
+            if call.mutating { slot.0 += w } else { slot.1 += w }
         };
         if owners.is_empty() {
             if call.at >= shared.0 && call.at <= shared.1 {
-                if call.mutating {
-                    shared_mut += 1.0
-                } else {
-                    shared_read += 1.0
-                }
+                if call.mutating { shared_mut += 1.0 } else { shared_read += 1.0 }
             }
             continue;
         }
@@ -172,7 +164,8 @@ pub fn seconds(a: SystemTime, b: SystemTime) -> f64 {
 /// Console target does not count them.
 pub fn is_later_page(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
-        q.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == "offset" && v.parse::<u64>().is_ok_and(|n| n > 0)))
+        q.split('&')
+            .any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == "offset" && v.parse::<u64>().is_ok_and(|n| n > 0)))
     })
 }
 
@@ -203,13 +196,19 @@ mod tests {
     fn attribution_finds_names_by_whole_words_and_ids() {
         let mut a = Attribution::new(&["w-1".into(), "w-10".into()]);
         a.add_id("lt-0abc", 0);
-        assert_eq!(a.resources_of(&call("DescribeServices", &[("cluster", "w-10"), ("services", "w-10-defender")], 0)), vec![1]);
+        assert_eq!(
+            a.resources_of(&call("DescribeServices", &[("cluster", "w-10"), ("services", "w-10-defender")], 0)),
+            vec![1]
+        );
         assert_eq!(a.resources_of(&call("DescribeClusters", &[("clusters", "w-1,w-10")], 0)), vec![0, 1]);
         assert_eq!(
             a.resources_of(&call("DescribeTasks", &[("tasks", "arn:aws:ecs:us-east-1:1:task/w-1/abc")], 0)),
             vec![0]
         );
-        assert_eq!(a.resources_of(&call("CreateSecret", &[("Name", "ecs-defender/w-10-0011aabb/install-bundle")], 0)), vec![1]);
+        assert_eq!(
+            a.resources_of(&call("CreateSecret", &[("Name", "ecs-defender/w-10-0011aabb/install-bundle")], 0)),
+            vec![1]
+        );
         assert_eq!(a.resources_of(&call("DescribeLaunchTemplates", &[("LaunchTemplateId", "lt-0abc")], 0)), vec![0]);
         assert!(a.resources_of(&call("DescribeSubnets", &[], 0)).is_empty());
         assert!(a.resources_of(&call("DescribeServices", &[("cluster", "w-100")], 0)).is_empty());

@@ -3,6 +3,7 @@
 //! `/proc`, its log written to a file.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -103,8 +104,11 @@ impl OperatorProcess {
 
     /// User + system CPU seconds so far (`/proc/PID/stat`).
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        parse_cpu_seconds(&stat, clock_ticks()).context("parsing /proc/PID/stat")
+        cpu_seconds_of(self.pid)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Peak resident set size in bytes (`VmHWM` of `/proc/PID/status`).
@@ -123,6 +127,31 @@ impl OperatorProcess {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// User + system CPU seconds a process used so far (`/proc/PID/stat`).
+pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_seconds(&stat, clock_ticks()).context("parsing /proc/PID/stat")
+}
+
+/// CPU seconds so far of each process of a case: the operator, moto, kube-apiserver, etcd, and
+/// this process (the gate, the ECS world, the Console simulator and the bench itself; with the
+/// `waiting` case alongside, its in-process parts too).
+pub fn cpu_by_process(sandbox: &Sandbox, operator: &OperatorProcess) -> BTreeMap<String, f64> {
+    let mut pids = vec![("operator", operator.pid), ("sandbox process", std::process::id())];
+    if let Some(m) = &sandbox.moto {
+        pids.push(("moto", m.pid()));
+    }
+    if let Some(cp) = &sandbox.control_plane {
+        pids.extend(cp.pids());
+    }
+    pids.into_iter().filter_map(|(name, pid)| Some((name.to_string(), cpu_seconds_of(pid).ok()?))).collect()
+}
+
+/// `after - before`, per process.
+pub fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect()
 }
 
 fn clock_ticks() -> f64 {

@@ -57,6 +57,8 @@ pub struct Converge {
     pub console_mean: f64,
     /// Mutating operations of the median resource (the first one), `service:Operation` -> count.
     pub mutating_operations: BTreeMap<String, u64>,
+    /// Every call while converging (all resources), `service:Operation` -> count.
+    pub aws_operations: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -113,6 +115,10 @@ pub struct CaseReport {
     pub repair: Option<Repair>,
     pub peak_rss_mib: Option<f64>,
     pub waiting: Option<Waiting>,
+    /// CPU seconds per process (operator, moto, kube-apiserver, etcd, the sandbox process) from
+    /// the first create to the last Ready (+ settle), and over the steady window: where time went.
+    pub cpu_converge: BTreeMap<String, f64>,
+    pub cpu_steady: BTreeMap<String, f64>,
     /// Wall time of the case, sandbox start to stop.
     pub wall_seconds: f64,
     /// Sandbox start (control plane, moto, seeding) and case set-up, seconds.
@@ -134,6 +140,8 @@ impl CaseReport {
             repair: None,
             peak_rss_mib: None,
             waiting: None,
+            cpu_converge: BTreeMap::new(),
+            cpu_steady: BTreeMap::new(),
             wall_seconds: 0.0,
             setup_seconds: 0.0,
             notes: Vec::new(),
@@ -194,15 +202,23 @@ impl Report {
         );
         out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for c in &self.cases {
-            let converge = c.converge.as_ref().map_or_else(dash, |v| {
-                format!("{} ({} + {})", f1(v.aws_total), f1(v.aws_mutating), f1(v.aws_read))
-            });
+            let converge = c
+                .converge
+                .as_ref()
+                .map_or_else(dash, |v| format!("{} ({} + {})", f1(v.aws_total), f1(v.aws_mutating), f1(v.aws_read)));
             let console = c.converge.as_ref().map_or_else(dash, |v| format!("{} (mean)", f1(v.console_mean)));
             let ttr = c.time_to_ready.map_or_else(dash, |d| format!("{} / {}", secs(d.median), secs(d.p95)));
-            let rad = c.ready_after_defenders.map_or_else(dash, |d| format!("{} / {}", secs(d.median), secs(d.max)));
+            let rad = c.ready_after_defenders.map_or_else(dash, |d| {
+                let of = if d.n < c.ready { format!(" ({} of {} matched)", d.n, c.ready) } else { String::new() };
+                format!("{} / {}{of}", secs(d.median), secs(d.max))
+            });
             let short = |s: &Steady| if s.window_seconds + 0.5 < s.resync_seconds { " (window < resync)" } else { "" };
             let steady = c.steady.as_ref().map_or_else(dash, |s| {
-                let resync = if (s.resync_seconds - 300.0).abs() > 0.5 { format!(", resync {:.0} s", s.resync_seconds) } else { String::new() };
+                let resync = if (s.resync_seconds - 300.0).abs() > 0.5 {
+                    format!(", resync {:.0} s", s.resync_seconds)
+                } else {
+                    String::new()
+                };
                 format!("{} (over {:.0} s{resync}){}", f1(s.aws_per_resource_hour), s.window_seconds, short(s))
             });
             let console_steady = c.steady.as_ref().map_or_else(dash, |s| {
@@ -217,11 +233,8 @@ impl Report {
                 format!("{} / {}", o(r.detect_seconds), o(r.repaired_seconds))
             });
             let rss = c.peak_rss_mib.map_or_else(dash, |m| format!("{m:.0} MiB"));
-            let cpu = c
-                .steady
-                .as_ref()
-                .and_then(|s| s.cpu_ms_per_reconcile)
-                .map_or_else(dash, |ms| format!("{ms:.2} ms"));
+            let cpu =
+                c.steady.as_ref().and_then(|s| s.cpu_ms_per_reconcile).map_or_else(dash, |ms| format!("{ms:.2} ms"));
             let waiting = c.waiting.as_ref().map_or_else(dash, |w| {
                 format!("{} in {:.0} s ({} mutating)", w.aws_calls, w.window_seconds, w.aws_mutating)
             });
@@ -251,6 +264,22 @@ impl Report {
             };
             let _ = writeln!(out, "| {} | {} | {met} |", t.target, t.measured);
         }
+        let cpu: Vec<String> = self
+            .cases
+            .iter()
+            .filter(|c| !c.cpu_converge.is_empty())
+            .map(|c| {
+                let mut parts: Vec<(&String, &f64)> = c.cpu_converge.iter().collect();
+                parts.sort_by(|a, b| b.1.total_cmp(a.1));
+                let parts: Vec<String> = parts.iter().map(|(k, v)| format!("{k} {v:.0} s")).collect();
+                format!("{}: {}", c.title(), parts.join(", "))
+            })
+            .collect();
+        if !cpu.is_empty() {
+            out.push_str("\nCPU seconds while converging (first create to last Ready), by process: ");
+            out.push_str(&cpu.join("; "));
+            out.push('\n');
+        }
         if !self.notes.is_empty() {
             out.push('\n');
             for n in &self.notes {
@@ -271,18 +300,23 @@ pub fn check_targets(cases: &[CaseReport]) -> Vec<TargetCheck> {
     let not_measured = |target: &str| TargetCheck { target: target.into(), measured: "–".into(), met: None };
 
     // Converging one resource: mutating = the minimum.
-    let target = format!("converging the sample: mutating calls = the minimum ({})", MINIMUM_MUTATING_WITH_WORKERS.join(", "));
+    let target =
+        format!("converging the sample: mutating calls = the minimum ({})", MINIMUM_MUTATING_WITH_WORKERS.join(", "));
     match case(cases, CaseKind::Single).and_then(|c| c.converge.as_ref()) {
         Some(v) => {
-            let want: BTreeMap<String, u64> = MINIMUM_MUTATING_WITH_WORKERS.iter().map(|k| (k.to_string(), 1)).collect();
+            let want: BTreeMap<String, u64> =
+                MINIMUM_MUTATING_WITH_WORKERS.iter().map(|k| (k.to_string(), 1)).collect();
             let extra: Vec<String> = v
                 .mutating_operations
                 .iter()
                 .filter(|(k, n)| want.get(*k).is_none_or(|w| *n > w))
                 .map(|(k, n)| format!("{k} ×{n}"))
                 .collect();
-            let missing: Vec<&str> =
-                MINIMUM_MUTATING_WITH_WORKERS.iter().copied().filter(|k| !v.mutating_operations.contains_key(*k)).collect();
+            let missing: Vec<&str> = MINIMUM_MUTATING_WITH_WORKERS
+                .iter()
+                .copied()
+                .filter(|k| !v.mutating_operations.contains_key(*k))
+                .collect();
             let mut measured = format!("{} mutating", f1(v.aws_mutating));
             if !extra.is_empty() {
                 let _ = write!(measured, "; beyond the minimum: {}", extra.join(", "));
@@ -302,7 +336,13 @@ pub fn check_targets(cases: &[CaseReport]) -> Vec<TargetCheck> {
             let allowed = 2.0 * v.aws_mutating + t.median.ceil();
             out.push(TargetCheck {
                 target: target.into(),
-                measured: format!("{} ≤ 2 × {} + {:.0} = {}", f1(v.aws_total), f1(v.aws_mutating), t.median.ceil(), f1(allowed)),
+                measured: format!(
+                    "{} ≤ 2 × {} + {:.0} = {}",
+                    f1(v.aws_total),
+                    f1(v.aws_mutating),
+                    t.median.ceil(),
+                    f1(allowed)
+                ),
                 met: Some(v.aws_total <= allowed),
             });
         }
@@ -310,13 +350,14 @@ pub fn check_targets(cases: &[CaseReport]) -> Vec<TargetCheck> {
     }
 
     // Steady state.
-    let steady: Vec<(String, &Steady)> =
-        cases.iter().filter_map(|c| Some((c.title(), c.steady.as_ref()?))).collect();
-    let target = "steady state: ≤ 13 AWS requests per resource per hour (5-minute resync; the target is at 1000 resources)";
+    let steady: Vec<(String, &Steady)> = cases.iter().filter_map(|c| Some((c.title(), c.steady.as_ref()?))).collect();
+    let target =
+        "steady state: ≤ 13 AWS requests per resource per hour (5-minute resync; the target is at 1000 resources)";
     if steady.is_empty() {
         out.push(not_measured(target));
     } else {
-        let measured = steady.iter().map(|(t, s)| format!("{t}: {}", f1(s.aws_per_resource_hour))).collect::<Vec<_>>().join("; ");
+        let measured =
+            steady.iter().map(|(t, s)| format!("{t}: {}", f1(s.aws_per_resource_hour))).collect::<Vec<_>>().join("; ");
         let representative = steady.iter().all(|(_, s)| s.window_seconds + 0.5 >= s.resync_seconds);
         let met = steady.iter().all(|(_, s)| s.aws_per_resource_hour <= 13.0);
         out.push(TargetCheck { target: target.into(), measured, met: representative.then_some(met) });
@@ -346,7 +387,8 @@ pub fn check_targets(cases: &[CaseReport]) -> Vec<TargetCheck> {
     }
 
     // CPU per steady reconcile.
-    let cpu: Vec<(String, f64)> = steady.iter().filter_map(|(t, s)| Some((t.clone(), s.cpu_ms_per_reconcile?))).collect();
+    let cpu: Vec<(String, f64)> =
+        steady.iter().filter_map(|(t, s)| Some((t.clone(), s.cpu_ms_per_reconcile?))).collect();
     let target = "CPU per steady reconcile ≤ 1 ms";
     if cpu.is_empty() {
         out.push(not_measured(target));
