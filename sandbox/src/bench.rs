@@ -121,11 +121,13 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
             CaseKind::Waiting => unreachable!(),
         };
         eprintln!("bench: case {kind:?} ({n} resources)");
-        cases.push(run_case(cfg, kind, n).await.with_context(|| format!("case {kind:?}"))?);
+        // A case that fails is reported as failed; the others still run.
+        cases.push(run_case(cfg, kind, n).await.unwrap_or_else(|e| failed(kind, n, e)));
     }
     if let Some(task) = waiting {
         eprintln!("bench: waiting for the `waiting` case to finish");
-        cases.push(task.await.context("the waiting case panicked")?.context("case Waiting")?);
+        let result = task.await.map_err(anyhow::Error::from).and_then(|r| r);
+        cases.push(result.unwrap_or_else(|e| failed(CaseKind::Waiting, 1, e)));
     }
     let mut notes = vec![
         "Per-resource AWS figures: calls naming the resource (its cluster name or ids; a batched call naming k \
@@ -155,6 +157,13 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
         targets,
         notes,
     })
+}
+
+fn failed(kind: CaseKind, n: usize, e: anyhow::Error) -> CaseReport {
+    eprintln!("bench: case {kind:?} failed: {e:#}");
+    let mut rep = CaseReport::new(kind, n);
+    rep.notes.push(format!("the case failed: {e:#}"));
+    rep
 }
 
 /// The world every case starts: the default sandbox (strict rules), one Console.
@@ -212,8 +221,8 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     let t0 = created.values().min().copied().unwrap_or_else(SystemTime::now);
     let mut last_print = Instant::now();
     let ready = watch
-        .wait_ready(n, cfg.ready_timeout, |k| {
-            if k == n || last_print.elapsed() > Duration::from_secs(15) {
+        .wait_ready(n, cfg.ready_timeout, |k, changed| {
+            if (changed && k == n) || last_print.elapsed() > Duration::from_secs(15) {
                 eprintln!("bench:   {k}/{n} Ready after {:.0} s", seconds(t0, SystemTime::now()));
                 last_print = Instant::now();
             }
@@ -238,8 +247,9 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     }
 
     // Steady window (with a repair inside it when there are several resources).
-    let repair_in_window = cfg.repair && n > 1;
-    let repair_index = names.iter().position(|m| ready_at.contains_key(m)).unwrap_or(0);
+    // The service of a Ready resource (the first one) is deleted; none when none is Ready.
+    let repair_index = names.iter().position(|m| ready_at.contains_key(m));
+    let repair_in_window = cfg.repair && n > 1 && repair_index.is_some();
     let (cpu0, rec0, s0) = (op.cpu_seconds()?, op.metric("reconciles_total").await?, SystemTime::now());
     eprintln!("bench:   steady window of {} s", cfg.steady.as_secs());
     let window = async {
@@ -247,20 +257,29 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
         anyhow::Ok((op.cpu_seconds()?, op.metric("reconciles_total").await?, SystemTime::now()))
     };
     let repair_wait = cfg.resync() + Duration::from_secs(120);
+    let repair_name = repair_index.map(|i| names[i].clone()).unwrap_or_default();
     let (end, in_window) = if repair_in_window {
-        let (end, r) = tokio::join!(window, delete_and_wait(&sandbox, &names[repair_index], repair_wait));
-        (end?, Some(r?))
+        let (end, r) = tokio::join!(window, delete_and_wait(&sandbox, &repair_name, repair_wait));
+        (end?, Some(r))
     } else {
         (window.await?, None)
     };
     let (cpu1, rec1, s1) = end;
     rep.cpu_steady = operator::cpu_delta(&cpu_converged, &operator::cpu_by_process(&sandbox, &op));
     // The resource whose service was deleted in the window is left out of the steady figures.
-    let excluded = in_window.as_ref().map(|r| r.index_of(&names));
+    let excluded = repair_index.filter(|_| repair_in_window);
     let repaired = match in_window {
         Some(r) => Some(r),
-        None if cfg.repair && cfg.repair_single => {
-            Some(delete_and_wait(&sandbox, &names[repair_index], repair_wait).await?)
+        None if cfg.repair && cfg.repair_single && repair_index.is_some() => {
+            Some(delete_and_wait(&sandbox, &repair_name, repair_wait).await)
+        }
+        None => None,
+    };
+    let repaired = match repaired {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            rep.notes.push(format!("the repair was not measured: {e:#}"));
+            None
         }
         None => None,
     };
@@ -317,7 +336,16 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
 
     // Steady figures.
     let window = s1.duration_since(s0).unwrap_or_default();
-    let ranges: Vec<_> = (0..n).map(|i| (Some(i) != excluded).then_some((s0, s1))).collect();
+    // Only resources Ready before the window count; the others were still converging.
+    let ranges: Vec<_> = (0..n)
+        .map(|i| (Some(i) != excluded && ready_times[i].is_some_and(|t| t <= s0)).then_some((s0, s1)))
+        .collect();
+    if ready < n {
+        rep.notes.push(format!(
+            "the steady window ran while {} resources still converged: its figures cover the {ready} Ready ones,              but the calls naming no resource include the converging ones'",
+            n - ready
+        ));
+    }
     let per = per_resource_calls(&calls, &attr, &ranges, (s0, s1), &bench_call);
     let totals: Vec<f64> = per.iter().flatten().map(|(m, r)| m + r).collect();
     let in_steady: Vec<&crate::console::ConsoleRequest> =
@@ -489,6 +517,11 @@ async fn run_waiting(cfg: &BenchConfig) -> Result<CaseReport> {
             .flatten()
             .collect(),
     });
+    if let Some(w) = &rep.waiting
+        && let Some(ready) = w.conditions.first()
+    {
+        rep.notes.push(format!("at the end of the wait: {ready}"));
+    }
     rep.wall_seconds = wall.elapsed().as_secs_f64();
     drop(watch);
     drop(sandbox);

@@ -44,6 +44,14 @@ impl OperatorProcess {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; the operator must not outlive a killed bench.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().with_context(|| format!("starting the operator {}", binary.display()))?;
         let pid = child.id().context("the operator exited at once")?;
         if let Some(dir) = log.parent() {

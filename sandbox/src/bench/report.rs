@@ -280,9 +280,11 @@ impl Report {
             out.push_str(&cpu.join("; "));
             out.push('\n');
         }
-        if !self.notes.is_empty() {
+        let case_notes: Vec<String> =
+            self.cases.iter().flat_map(|c| c.notes.iter().map(move |n| format!("{}: {n}", c.title()))).collect();
+        if !self.notes.is_empty() || !case_notes.is_empty() {
             out.push('\n');
-            for n in &self.notes {
+            for n in self.notes.iter().chain(&case_notes) {
                 let _ = writeln!(out, "- {n}");
             }
         }

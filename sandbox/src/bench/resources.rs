@@ -197,16 +197,15 @@ impl ReadyWatch {
         self.last.lock().unwrap().clone()
     }
 
-    /// Waits until `n` objects were seen Ready, or `timeout`; returns how many were.
-    pub async fn wait_ready(&self, n: usize, timeout: Duration, mut progress: impl FnMut(usize)) -> usize {
+    /// Waits until `n` objects were seen Ready, or `timeout`; returns how many were. `progress`
+    /// hears the count (and whether it changed) every 100 ms.
+    pub async fn wait_ready(&self, n: usize, timeout: Duration, mut progress: impl FnMut(usize, bool)) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = usize::MAX;
         loop {
             let k = self.ready_count();
-            if k != last {
-                progress(k);
-                last = k;
-            }
+            progress(k, k != last);
+            last = k;
             if k >= n || tokio::time::Instant::now() > deadline {
                 return k;
             }
