@@ -337,9 +337,8 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     // Steady figures.
     let window = s1.duration_since(s0).unwrap_or_default();
     // Only resources Ready before the window count; the others were still converging.
-    let ranges: Vec<_> = (0..n)
-        .map(|i| (Some(i) != excluded && ready_times[i].is_some_and(|t| t <= s0)).then_some((s0, s1)))
-        .collect();
+    let ranges: Vec<_> =
+        (0..n).map(|i| (Some(i) != excluded && ready_times[i].is_some_and(|t| t <= s0)).then_some((s0, s1))).collect();
     if ready < n {
         rep.notes.push(format!(
             "the steady window ran while {} resources still converged: its figures cover the {ready} Ready ones,              but the calls naming no resource include the converging ones'",
