@@ -341,7 +341,7 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
         (0..n).map(|i| (Some(i) != excluded && ready_times[i].is_some_and(|t| t <= s0)).then_some((s0, s1))).collect();
     if ready < n {
         rep.notes.push(format!(
-            "the steady window ran while {} resources still converged: its figures cover the {ready} Ready ones,              but the calls naming no resource include the converging ones'",
+            "the steady window ran while {} resources still converged: its figures cover the {ready} Ready ones, but the calls naming no resource include the converging ones",
             n - ready
         ));
     }
@@ -352,7 +352,7 @@ async fn run_case(cfg: &BenchConfig, kind: CaseKind, n: usize) -> Result<CaseRep
     let resyncs = window.as_secs_f64() / cfg.resync().as_secs_f64();
     let later_pages = in_steady.iter().filter(|r| measure::is_later_page(r.query.as_deref())).count();
     let reconciles = rec1 - rec0;
-    rep.steady = Some(Steady {
+    rep.steady = (!totals.is_empty()).then(|| Steady {
         window_seconds: window.as_secs_f64(),
         resync_seconds: cfg.resync().as_secs_f64(),
         resources: totals.len(),
