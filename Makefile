@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CRD := crds/ecsdefenderdeployments.ecsdefender.io.yaml
 CHART_CRD := charts/ecs-defender-operator/files/crds/ecsdefenderdeployments.ecsdefender.io.yaml
 
-.PHONY: test soak demo tools build release crd lint fmt sandbox image chart
+.PHONY: test soak demo tools build release crd lint fmt sandbox image chart bench
 TOOL = $(shell bash hack/install-test-tools.sh --print-env | sed -n 's/^$(1)=//p')
 
 ## test: install what tests need (once), then run every test
@@ -20,6 +20,16 @@ soak: tools
 ## demo: start the local test world, run the operator and bring the sample to Ready
 demo: tools
 	bash hack/demo.sh
+
+## bench: the operator's release binary measured against the sandbox (~30 min): one table (markdown,
+## for the README) on stdout, the same as JSON in $(CACHE)/bench/latest.json, operator logs next to it.
+## Quicker, unrepresentative runs: BENCH_STEADY_SECONDS=60 BENCH_WAIT_SECONDS=60 BENCH_ADOPT=100 make bench,
+## or pass BENCH_ARGS="--cases single,waiting"
+bench: tools
+	cargo build --release --locked --bin ecs-defender-operator
+	cargo build --workspace --locked --bins
+	$(CARGO_TARGET_DIR)/debug/sandbox bench --operator $(CARGO_TARGET_DIR)/release/ecs-defender-operator \
+		--json $(CACHE)/bench/latest.json $(BENCH_ARGS)
 
 ## tools: build/install the test world's binaries (kube-apiserver, etcd, kubectl, helm, moto)
 tools:

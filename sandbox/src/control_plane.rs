@@ -83,6 +83,15 @@ impl ControlPlane {
         &self.url
     }
 
+    /// Process ids of etcd and (while it runs) kube-apiserver, for the bench's CPU accounting.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        let mut out = vec![("etcd", self.etcd.pid())];
+        if let Some(a) = self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            out.push(("kube-apiserver", a.pid()));
+        }
+        out
+    }
+
     /// Path of an admin (system:masters) kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

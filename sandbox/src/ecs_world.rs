@@ -25,10 +25,13 @@
 //!   secret that does not exist (a wrong ARN, deleted), stops the task with
 //!   `ResourceInitializationError: unable to pull secrets or registry auth: ...`; the values are
 //!   what the task's containers see, fixed at start.
+//! - **adopted instances** ([`EcsWorld::adopt`]): instances someone else launched and registered
+//!   (the sandbox's seeded clusters, [`crate::seed`]) are played from registered on, never booted.
 //! - **the Defenders**: a RUNNING task with `INSTALL_BUNDLE` (in its task definition's environment,
 //!   or fetched from Secrets Manager at its start) is a Defender; it is announced to every
 //!   [`DefenderRegistry`] (the Console simulator) with that bundle and withdrawn when it stops.
 
+mod adopted;
 pub mod control;
 pub mod faults;
 pub mod instance_types;
@@ -48,8 +51,12 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceStateName};
 use aws_sdk_ecs::{config::Credentials, types::DesiredStatus};
 
-pub use self::faults::{ClusterFaults, ServiceEvent};
+pub use self::{
+    adopted::AdoptionHold,
+    faults::{ClusterFaults, ServiceEvent},
+};
 use self::{
+    adopted::Adoptions,
     faults::WorldState,
     instance_types::Resources,
     network::{DEFAULT_ROUTE, Network, NoRoute},
@@ -142,6 +149,7 @@ pub struct EcsWorld {
     registries: Registries,
     rounds: Arc<std::sync::atomic::AtomicU64>,
     state: WorldState,
+    adoptions: Adoptions,
     control_url: String,
     control_task: tokio::task::JoinHandle<()>,
 }
@@ -152,10 +160,11 @@ impl EcsWorld {
         keep_tasks_running(&cfg.moto_url).await?;
         let registries: Registries = Arc::new(Mutex::new(cfg.registries.clone()));
         let state = WorldState::default();
+        let adoptions = Adoptions::default();
         let (control_url, control_task) = control::serve(state.clone()).await?;
         let mut regions = Vec::new();
         for r in &cfg.regions {
-            regions.push(RegionWorld::new(&cfg, r, registries.clone(), state.clone()).await);
+            regions.push(RegionWorld::new(&cfg, r, registries.clone(), state.clone(), adoptions.clone()).await);
         }
         let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = rounds.clone();
@@ -173,7 +182,7 @@ impl EcsWorld {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        Ok(EcsWorld { task, registries, rounds, state, control_url, control_task })
+        Ok(EcsWorld { task, registries, rounds, state, adoptions, control_url, control_task })
     }
 
     /// Switches faults on (or, with [`ClusterFaults::default`], off) for a cluster, in every region.
@@ -195,6 +204,19 @@ impl EcsWorld {
     /// Adds a place Defenders connect to (for a Console started after the world).
     pub fn add_registry(&self, registry: Arc<dyn DefenderRegistry>) {
         self.registries.lock().unwrap().push(registry);
+    }
+
+    /// Keeps the agents off instances the world has not seen yet, until the hold drops: for
+    /// whoever launches instances and registers them itself ([`EcsWorld::adopt`]).
+    pub fn hold_new_instances(&self) -> AdoptionHold {
+        self.adoptions.hold()
+    }
+
+    /// Tells the world that the agent of `instance_id` (in `region`) registered it as
+    /// `container_instance` of `cluster` already: the world plays that agent from there on
+    /// (places tasks on it, deregisters it when the instance terminates).
+    pub fn adopt(&self, region: &str, instance_id: &str, cluster: &str, container_instance: &str) {
+        self.adoptions.adopt(region, instance_id, cluster, container_instance);
     }
 
     /// Rounds completed so far (tests wait for a round to be sure the world saw a change).
@@ -300,6 +322,7 @@ struct RegionWorld {
     registries: Registries,
     rules: Rules,
     state: WorldState,
+    adoptions: Adoptions,
     /// Subnets and route tables, refreshed every round while the network rule is on.
     network: Network,
     /// The default VPC given an internet gateway (moto makes it without one).
@@ -321,7 +344,13 @@ struct RegionWorld {
 }
 
 impl RegionWorld {
-    async fn new(cfg: &EcsWorldConfig, region: &str, registries: Registries, state: WorldState) -> RegionWorld {
+    async fn new(
+        cfg: &EcsWorldConfig,
+        region: &str,
+        registries: Registries,
+        state: WorldState,
+        adoptions: Adoptions,
+    ) -> RegionWorld {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .endpoint_url(&cfg.moto_url)
@@ -343,6 +372,7 @@ impl RegionWorld {
             registries,
             rules: cfg.rules,
             state,
+            adoptions,
             network: Network::default(),
             default_vpc_done: None,
             public_ip: HashMap::new(),
@@ -567,6 +597,14 @@ impl RegionWorld {
         let now = Instant::now();
         let ids: Vec<String> = self.ec2_info.keys().cloned().collect();
         for id in ids {
+            if let Some((cluster, container_instance)) = self.adoptions.take(&self.region, &id) {
+                tracing::debug!(instance = %id, %cluster, "container instance adopted");
+                self.agents.insert(id, Agent::Registered { cluster, container_instance });
+                continue;
+            }
+            if !self.agents.contains_key(&id) && self.adoptions.held() {
+                continue;
+            }
             let info = self.ec2_info[&id].clone();
             let alive = info.state == "running" || info.state == "pending";
             let agent = self

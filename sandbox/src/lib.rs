@@ -8,8 +8,11 @@
 //! - [`gate`]: our proxy in front of moto that adds the AWS behaviour moto lacks, logs calls, injects faults.
 //! - [`ecs_world`]: the ECS agent, the DAEMON scheduler and the Defenders, played in-process.
 //! - [`console`]: the Prisma Cloud Compute Console simulator.
+//! - [`seed`]: clusters made "by hand" before the operator is installed, straight in moto.
 //! - [`world`]: all of the above started together ([`world::Sandbox`]), as tests and `sandbox up` use it.
+//! - [`bench`]: `sandbox bench` (`make bench`): an operator binary measured against it.
 
+pub mod bench;
 pub mod console;
 pub mod control_plane;
 pub mod defender;
@@ -19,6 +22,7 @@ pub mod moto;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod seed;
 pub mod tools;
 pub mod world;
 

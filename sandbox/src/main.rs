@@ -1,5 +1,6 @@
 //! `sandbox up`: starts the test world for a person (or another tool) and keeps it running until
 //! Ctrl-C, printing (and with `--env-file FILE` writing) what is needed to use it.
+//! `sandbox bench`: measures an operator binary against it (`make bench`, [`sandbox::bench`]).
 
 use std::path::PathBuf;
 
@@ -27,6 +28,74 @@ enum Cmd {
     Up(UpArgs),
     /// Print what is in the sandbox's AWS and Console (reads the variables `up` printed).
     Show,
+    /// Measure an operator binary against fresh sandboxes; print one table, write it as JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The operator binary to measure (`make bench`: the release build).
+    #[arg(long)]
+    operator: PathBuf,
+    /// Also write the report as JSON to this file (the operator logs go next to it).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Cases to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "single,workers,adopt,waiting")]
+    cases: Vec<sandbox::bench::report::CaseKind>,
+    /// Resources of the `workers` case.
+    #[arg(long, env = "BENCH_WORKERS", default_value_t = 100)]
+    workers: usize,
+    /// Resources of the `adopt` case (and clusters seeded for it).
+    #[arg(long, env = "BENCH_ADOPT", default_value_t = 1000)]
+    adopt: usize,
+    /// Length of the steady window; shorter than one resync (300 s) is quicker but not representative.
+    #[arg(long, env = "BENCH_STEADY_SECONDS", default_value_t = 300)]
+    steady_seconds: u64,
+    /// How long the `waiting` case waits.
+    #[arg(long, env = "BENCH_WAIT_SECONDS", default_value_t = 600)]
+    wait_seconds: u64,
+    /// Run the operator with this RESYNC_SECONDS instead of its default (the table says so).
+    #[arg(long, env = "BENCH_RESYNC_SECONDS")]
+    resync_seconds: Option<u64>,
+    /// Give up waiting for Ready after this long.
+    #[arg(long, env = "BENCH_READY_TIMEOUT_SECONDS", default_value_t = 1200)]
+    ready_timeout_seconds: u64,
+    /// Skip deleting a service and timing its repair.
+    #[arg(long)]
+    no_repair: bool,
+    /// Skip it in the case of one resource (where it comes after the steady window, up to a resync longer).
+    #[arg(long)]
+    no_repair_single: bool,
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    use std::time::Duration;
+    let mut cfg = sandbox::bench::BenchConfig::new(args.operator.clone());
+    cfg.cases = args.cases;
+    cfg.workers_count = args.workers;
+    cfg.adopt_count = args.adopt;
+    cfg.steady = Duration::from_secs(args.steady_seconds);
+    cfg.waiting = Duration::from_secs(args.wait_seconds);
+    cfg.resync = args.resync_seconds.map(Duration::from_secs);
+    cfg.ready_timeout = Duration::from_secs(args.ready_timeout_seconds);
+    cfg.repair = !args.no_repair;
+    cfg.repair_single = !args.no_repair_single;
+    if let Some(dir) = args.json.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
+        cfg.log_dir = dir.to_path_buf();
+    }
+    cfg.command = std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ");
+    eprintln!("bench: operator {}, logs in {}", cfg.operator.display(), cfg.log_dir.display());
+    let report = sandbox::bench::run(&cfg).await?;
+    println!("{}", report.to_markdown());
+    if let Some(path) = &args.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -101,6 +170,7 @@ async fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Cmd::Up(args) => args,
         Cmd::Show => return show::show().await,
+        Cmd::Bench(args) => return bench(args).await,
     };
     let env_file = args.env_file.clone();
     eprintln!("starting the sandbox (etcd, kube-apiserver, moto, ...)");

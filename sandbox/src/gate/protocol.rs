@@ -129,6 +129,8 @@ const JSON_KEYS: &[&str] = &[
     "status",
     "Name",
     "Names",
+    // Secrets Manager names the secret (name or ARN) in every call after the create.
+    "SecretId",
 ];
 
 /// Query parameters recorded in the call log; `X.member.N` lists are joined with `,` under `X`.
