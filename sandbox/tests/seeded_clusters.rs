@@ -141,7 +141,9 @@ async fn a_fleet_of_seeded_clusters_all_run_a_defender() {
     let connected = started.elapsed();
 
     // Idle: nothing changes; what does the world still ask of moto?
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle for long enough that the slow sweep runs too (it reads clusters untouched for 30 s).
+    let idle_after: u64 = std::env::var("SCALE_IDLE_AFTER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    tokio::time::sleep(Duration::from_secs(idle_after)).await;
     let (before, at) = (moto_requests(&sandbox), Instant::now());
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = (moto_requests(&sandbox) - before) as f64 / at.elapsed().as_secs_f64();
