@@ -1072,8 +1072,9 @@ impl RegionWorld {
         let plain: Vec<scheduler::Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let actions = scheduler::plan(&daemons, &active_services, &instances, &plain);
         let ecs = self.ecs.clone();
-        // Anything to do (or to retry) keeps the cluster in the next round's reads.
-        let busy = actions.iter().any(|a| !matches!(a, scheduler::Action::Unplaceable { .. }));
+        // A stop (a rolling update goes on), or a start to retry, keeps the cluster in the next
+        // round's reads; tasks started here are in what this read returns already.
+        let mut busy = actions.iter().any(|a| matches!(a, scheduler::Action::Stop { .. }));
         for action in actions {
             match action {
                 scheduler::Action::Stop { task, reason } => {
@@ -1083,6 +1084,7 @@ impl RegionWorld {
                 scheduler::Action::Start { service, task_definition, container_instance } => {
                     let key = (container_instance.clone(), task_definition.clone());
                     if self.pull_failed.get(&key).is_some_and(|at| at.elapsed() < PULL_RETRY) {
+                        busy = true;
                         continue;
                     }
                     let resp = ecs
@@ -1109,6 +1111,7 @@ impl RegionWorld {
                                 .await?;
                         }
                         self.pull_failed.insert(key, Instant::now());
+                        busy = true;
                         continue;
                     }
                     // The agent fetches the task's secrets with its execution role before the
@@ -1130,6 +1133,7 @@ impl RegionWorld {
                                 self.ecs.stop_task().cluster(cluster).task(arn).reason(&reason).send().await?;
                             }
                             self.pull_failed.insert(key, Instant::now());
+                            busy = true;
                         }
                     }
                 }
