@@ -34,6 +34,7 @@
 mod adopted;
 pub mod control;
 pub mod faults;
+mod hints;
 pub mod instance_types;
 pub mod network;
 pub mod scheduler;
@@ -58,6 +59,7 @@ pub use self::{
 use self::{
     adopted::Adoptions,
     faults::WorldState,
+    hints::Hints,
     instance_types::Resources,
     network::{DEFAULT_ROUTE, Network, NoRoute},
 };
@@ -150,6 +152,7 @@ pub struct EcsWorld {
     rounds: Arc<std::sync::atomic::AtomicU64>,
     state: WorldState,
     adoptions: Adoptions,
+    hints: Hints,
     control_url: String,
     control_task: tokio::task::JoinHandle<()>,
 }
@@ -161,10 +164,13 @@ impl EcsWorld {
         let registries: Registries = Arc::new(Mutex::new(cfg.registries.clone()));
         let state = WorldState::default();
         let adoptions = Adoptions::default();
+        let hints = Hints::default();
         let (control_url, control_task) = control::serve(state.clone()).await?;
         let mut regions = Vec::new();
         for r in &cfg.regions {
-            regions.push(RegionWorld::new(&cfg, r, registries.clone(), state.clone(), adoptions.clone()).await);
+            regions.push(
+                RegionWorld::new(&cfg, r, registries.clone(), state.clone(), adoptions.clone(), hints.clone()).await,
+            );
         }
         let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = rounds.clone();
@@ -182,7 +188,7 @@ impl EcsWorld {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        Ok(EcsWorld { task, registries, rounds, state, adoptions, control_url, control_task })
+        Ok(EcsWorld { task, registries, rounds, state, adoptions, hints, control_url, control_task })
     }
 
     /// Switches faults on (or, with [`ClusterFaults::default`], off) for a cluster, in every region.
@@ -217,6 +223,18 @@ impl EcsWorld {
     /// (places tasks on it, deregisters it when the instance terminates).
     pub fn adopt(&self, region: &str, instance_id: &str, cluster: &str, container_instance: &str) {
         self.adoptions.adopt(region, instance_id, cluster, container_instance);
+        // Launched behind the gate's back: the world reads it as if the gate had seen it.
+        use crate::gate::ChangeListener as _;
+        let change = crate::gate::Change::Instances { region: region.to_string(), ids: vec![instance_id.to_string()] };
+        self.hints.changed(change);
+    }
+
+    /// What the gate gives to tell this world of every change it passes to moto
+    /// ([`crate::gate::Gate::set_change_listener`]). From then on the world reads a cluster when
+    /// something happened to it (and sweeps the others slowly) rather than every cluster every
+    /// round: what lets it play a fleet of a thousand clusters.
+    pub fn change_listener(&self) -> Arc<dyn crate::gate::ChangeListener> {
+        self.hints.listener()
     }
 
     /// Rounds completed so far (tests wait for a round to be sure the world saw a change).
@@ -323,6 +341,26 @@ struct RegionWorld {
     rules: Rules,
     state: WorldState,
     adoptions: Adoptions,
+    hints: Hints,
+    /// What the last read of each active cluster found.
+    clusters: HashMap<String, ClusterView>,
+    /// Active clusters (as last listed) with DescribeClusters' counts, a cheap sign of change.
+    active: HashMap<String, [i32; 4]>,
+    /// Clusters to read in a coming round: something changed there.
+    dirty: BTreeSet<String>,
+    /// When the cluster list, the network and all instances were last read (the latter with how
+    /// long it took: moto takes ~2 ms per instance).
+    listed_at: Option<Instant>,
+    network_at: Option<Instant>,
+    /// When the sweep last read a cluster (with hints).
+    swept_at: Option<Instant>,
+    described_at: Option<(Instant, Duration)>,
+    /// An EC2 or Auto Scaling change not yet followed by a read of every instance.
+    ec2_changed: bool,
+    /// The faults as last seen (a change makes the cluster dirty).
+    faults_seen: std::collections::BTreeMap<String, ClusterFaults>,
+    /// `family:revision` -> ARN (a revision never changes).
+    task_definition_arns: HashMap<String, String>,
     /// Subnets and route tables, refreshed every round while the network rule is on.
     network: Network,
     /// The default VPC given an internet gateway (moto makes it without one).
@@ -350,6 +388,7 @@ impl RegionWorld {
         registries: Registries,
         state: WorldState,
         adoptions: Adoptions,
+        hints: Hints,
     ) -> RegionWorld {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
@@ -373,6 +412,17 @@ impl RegionWorld {
             rules: cfg.rules,
             state,
             adoptions,
+            hints,
+            clusters: HashMap::new(),
+            active: HashMap::new(),
+            dirty: BTreeSet::new(),
+            listed_at: None,
+            network_at: None,
+            swept_at: None,
+            described_at: None,
+            ec2_changed: false,
+            faults_seen: Default::default(),
+            task_definition_arns: HashMap::new(),
             network: Network::default(),
             default_vpc_done: None,
             public_ip: HashMap::new(),
@@ -384,22 +434,54 @@ impl RegionWorld {
         }
     }
 
+    /// One round: the network, the agents, then the clusters to read (changed, busy, or due in
+    /// the sweep), then the Defenders of every RUNNING task the world knows of.
     async fn round(&mut self) -> Result<()> {
-        if self.rules.network {
+        let hinted = self.hints.attached();
+        let hints = self.hints.take(&self.region);
+        self.dirty.extend(hints.clusters);
+        self.ec2_changed |= hints.ec2;
+        if self.rules.network && (!hinted || self.ec2_changed || due(self.network_at, SLOW_REFRESH)) {
+            let before = self.network_at.map(|_| self.network.clone());
             self.network_round().await?;
+            self.network_at = Some(Instant::now());
+            // Reachability decides placement: every cluster looks again.
+            if before.is_some_and(|b| b != self.network) {
+                self.dirty.extend(self.active.keys().cloned());
+            }
         }
-        self.agents_round().await?;
-        let clusters = self.active_clusters().await?;
-        let mut running: HashMap<String, RunningTask> = HashMap::new();
-        for cluster in &clusters {
+        self.agents_round(hinted, hints.instances).await?;
+        let unknown = self.dirty.iter().any(|c| !self.active.contains_key(c));
+        if !hinted || unknown || due(self.listed_at, SLOW_REFRESH) {
+            self.list_clusters().await?;
+            self.listed_at = Some(Instant::now());
+        }
+        let faults = self.state.all_faults();
+        if faults != self.faults_seen {
+            let changed =
+                faults.keys().chain(self.faults_seen.keys()).filter(|c| faults.get(*c) != self.faults_seen.get(*c));
+            self.dirty.extend(changed.cloned());
+            self.faults_seen = faults;
+        }
+        self.dirty.retain(|c| self.active.contains_key(c));
+        self.clusters.retain(|c, _| self.active.contains_key(c));
+        for cluster in self.clusters_to_read(hinted) {
+            self.dirty.remove(&cluster);
             // One cluster's error (a task definition moto lost, ...) must not starve the others.
-            match self.schedule_cluster(cluster).await {
-                Ok(tasks) => running.extend(tasks),
+            match self.schedule_cluster(&cluster).await {
+                Ok((running, busy)) => {
+                    self.clusters.insert(cluster, ClusterView { running, busy, read_at: Instant::now() });
+                }
                 Err(e) => {
-                    tracing::debug!(region = %self.region, %cluster, error = %format!("{e:#}"), "scheduler round failed")
+                    tracing::debug!(region = %self.region, %cluster, error = %format!("{e:#}"), "scheduler round failed");
+                    if let Some(view) = self.clusters.get_mut(&cluster) {
+                        view.read_at = Instant::now();
+                    }
                 }
             }
         }
+        let mut running: HashMap<String, RunningTask> =
+            self.clusters.values().flat_map(|v| v.running.iter().map(|(k, t)| (k.clone(), t.clone()))).collect();
         // What the world remembers of a task lasts as long as the task runs.
         self.task_secrets.retain(|arn, _| running.contains_key(arn));
         self.task_started.retain(|arn, _| running.contains_key(arn));
@@ -407,6 +489,40 @@ impl RegionWorld {
         running.retain(|_, t| self.reaches_internet(&t.instance_id));
         self.defenders_round(&running).await;
         Ok(())
+    }
+
+    /// The clusters to read this round: those that changed or were busy last time (at most
+    /// [`MAX_READS_PER_ROUND`], the rest wait for the next round), then the sweep: the ones read
+    /// longest ago. Without hints every cluster is due every round (up to [`SWEEP_UNHINTED`]);
+    /// with hints the sweep only catches what changed behind the gate's back, slowly.
+    fn clusters_to_read(&mut self, hinted: bool) -> Vec<String> {
+        let mut chosen: Vec<String> = self
+            .active
+            .keys()
+            .filter(|c| self.dirty.contains(*c) || self.clusters.get(*c).is_none_or(|v| v.busy))
+            .take(MAX_READS_PER_ROUND)
+            .cloned()
+            .collect();
+        let (age, budget) = if !hinted {
+            (Duration::ZERO, SWEEP_UNHINTED)
+        } else if due(self.swept_at, SWEEP_HINTED_EVERY) {
+            (SWEEP_HINTED_AGE, 1)
+        } else {
+            (SWEEP_HINTED_AGE, 0)
+        };
+        let mut stale: Vec<(&String, Instant)> = self
+            .clusters
+            .iter()
+            .filter(|(c, v)| !chosen.contains(*c) && v.read_at.elapsed() >= age)
+            .map(|(c, v)| (c, v.read_at))
+            .collect();
+        stale.sort_by_key(|(_, at)| *at);
+        let swept = stale.into_iter().take(budget).map(|(c, _)| c.clone()).collect::<Vec<_>>();
+        if hinted && !swept.is_empty() {
+            self.swept_at = Some(Instant::now());
+        }
+        chosen.extend(swept);
+        chosen
     }
 
     /// Refreshes subnets and route tables, and gives the default VPC its internet gateway once.
@@ -564,8 +680,8 @@ impl RegionWorld {
     }
 
     /// The ECS agent on every instance: boot, read the user data, register; deregister on termination.
-    async fn agents_round(&mut self) -> Result<()> {
-        self.ec2_info = self.describe_instances().await?;
+    async fn agents_round(&mut self, hinted: bool, changed: BTreeSet<String>) -> Result<()> {
+        self.read_instances(hinted, changed).await?;
         if self.rules.network {
             let fresh: Vec<(String, Ec2Info)> = self
                 .ec2_info
@@ -599,6 +715,7 @@ impl RegionWorld {
         for id in ids {
             if let Some((cluster, container_instance)) = self.adoptions.take(&self.region, &id) {
                 tracing::debug!(instance = %id, %cluster, "container instance adopted");
+                self.dirty.insert(cluster.clone());
                 self.agents.insert(id, Agent::Registered { cluster, container_instance });
                 continue;
             }
@@ -616,6 +733,7 @@ impl RegionWorld {
                 _ if !alive => {
                     if let Agent::Registered { cluster, container_instance } = &agent {
                         self.deregister(cluster, container_instance).await;
+                        self.dirty.insert(cluster.clone());
                     }
                     Agent::Done
                 }
@@ -630,7 +748,10 @@ impl RegionWorld {
                     Agent::Joining { cluster }
                 }
                 Agent::Joining { cluster } => match self.register(&cluster, &id, &info).await? {
-                    Some(arn) => Agent::Registered { cluster, container_instance: arn },
+                    Some(arn) => {
+                        self.dirty.insert(cluster.clone());
+                        Agent::Registered { cluster, container_instance: arn }
+                    }
                     None => Agent::Joining { cluster },
                 },
                 other => other,
@@ -651,6 +772,7 @@ impl RegionWorld {
             .collect();
         for (id, cluster, ci) in gone {
             self.deregister(&cluster, &ci).await;
+            self.dirty.insert(cluster.clone());
             self.agents.insert(id, Agent::Done);
         }
         Ok(())
@@ -674,11 +796,47 @@ impl RegionWorld {
         }
     }
 
-    async fn describe_instances(&self) -> Result<HashMap<String, Ec2Info>> {
+    /// Reads every instance when due (each round for a small world without hints; else no more
+    /// than a fifth of the time, and with hints only after an Auto Scaling or unattributed EC2
+    /// change or once a minute), else only the instances a hint named, those still pending and
+    /// those not registered whose group is not known yet (the gate attaches it just after launch).
+    async fn read_instances(&mut self, hinted: bool, changed: BTreeSet<String>) -> Result<()> {
+        let every = match self.described_at {
+            _ if !hinted && self.ec2_info.len() < SMALL_WORLD => Duration::ZERO,
+            Some((_, took)) if hinted && !self.ec2_changed => FULL_DESCRIBE_HINTED.max(took * 5),
+            Some((_, took)) => took * 5,
+            None => Duration::ZERO,
+        };
+        if due(self.described_at.map(|(at, _)| at), every) {
+            let started = Instant::now();
+            self.ec2_info = self.describe_instances(None).await?;
+            self.described_at = Some((started, started.elapsed()));
+            self.ec2_changed = false;
+            return Ok(());
+        }
+        let pending = self.ec2_info.iter().filter(|(_, i)| i.state == "pending").map(|(id, _)| id.clone());
+        let unsettled = self
+            .unsettled_public_ip
+            .iter()
+            .filter(|id| !matches!(self.agents.get(*id), Some(Agent::Registered { .. } | Agent::Done)))
+            .cloned();
+        let ids: Vec<String> =
+            changed.into_iter().chain(pending).chain(unsettled).collect::<BTreeSet<_>>().into_iter().collect();
+        if !ids.is_empty() {
+            match self.describe_instances(Some(ids)).await {
+                Ok(found) => self.ec2_info.extend(found),
+                // An id moto does not know (yet): read them all next time.
+                Err(_) => self.ec2_changed = true,
+            }
+        }
+        Ok(())
+    }
+
+    async fn describe_instances(&self, ids: Option<Vec<String>>) -> Result<HashMap<String, Ec2Info>> {
         let mut out = HashMap::new();
         let mut token = None;
         loop {
-            let resp = self.ec2.describe_instances().set_next_token(token).send().await?;
+            let resp = self.ec2.describe_instances().set_instance_ids(ids.clone()).set_next_token(token).send().await?;
             for r in resp.reservations() {
                 for i in r.instances() {
                     let Some(id) = i.instance_id() else { continue };
@@ -780,7 +938,9 @@ impl RegionWorld {
             .await;
     }
 
-    async fn active_clusters(&self) -> Result<Vec<String>> {
+    /// Lists the ACTIVE clusters with their counts (100 per DescribeClusters); a cluster whose
+    /// counts moved is read again.
+    async fn list_clusters(&mut self) -> Result<()> {
         let mut arns = Vec::new();
         let mut token = None;
         loop {
@@ -791,22 +951,30 @@ impl RegionWorld {
                 break;
             }
         }
-        let mut out = Vec::new();
+        let mut active = HashMap::new();
         for chunk in arns.chunks(100) {
             let resp = self.ecs.describe_clusters().set_clusters(Some(chunk.to_vec())).send().await?;
-            out.extend(
-                resp.clusters()
-                    .iter()
-                    .filter(|c| c.status() == Some("ACTIVE"))
-                    .filter_map(|c| c.cluster_name())
-                    .map(str::to_string),
-            );
+            for c in resp.clusters().iter().filter(|c| c.status() == Some("ACTIVE")) {
+                let Some(name) = c.cluster_name() else { continue };
+                let counts = [
+                    c.registered_container_instances_count(),
+                    c.running_tasks_count(),
+                    c.pending_tasks_count(),
+                    c.active_services_count(),
+                ];
+                if self.active.get(name).is_some_and(|before| *before != counts) {
+                    self.dirty.insert(name.to_string());
+                }
+                active.insert(name.to_string(), counts);
+            }
         }
-        Ok(out)
+        self.active = active;
+        Ok(())
     }
 
-    /// One scheduler round in a cluster; returns its RUNNING tasks afterwards, by ARN.
-    async fn schedule_cluster(&mut self, cluster: &str) -> Result<HashMap<String, RunningTask>> {
+    /// One scheduler round in a cluster; returns its RUNNING tasks afterwards, by ARN, and whether
+    /// it did anything (or waits to retry): then it is read again next round.
+    async fn schedule_cluster(&mut self, cluster: &str) -> Result<(HashMap<String, RunningTask>, bool)> {
         let ecs = self.ecs.clone();
         // Services.
         let service_arns = ecs.list_services().cluster(cluster).send().await?.service_arns().to_vec();
@@ -904,6 +1072,9 @@ impl RegionWorld {
         let plain: Vec<scheduler::Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let actions = scheduler::plan(&daemons, &active_services, &instances, &plain);
         let ecs = self.ecs.clone();
+        // A stop (a rolling update goes on), or a start to retry, keeps the cluster in the next
+        // round's reads; tasks started here are in what this read returns already.
+        let mut busy = actions.iter().any(|a| matches!(a, scheduler::Action::Stop { .. }));
         for action in actions {
             match action {
                 scheduler::Action::Stop { task, reason } => {
@@ -913,6 +1084,7 @@ impl RegionWorld {
                 scheduler::Action::Start { service, task_definition, container_instance } => {
                     let key = (container_instance.clone(), task_definition.clone());
                     if self.pull_failed.get(&key).is_some_and(|at| at.elapsed() < PULL_RETRY) {
+                        busy = true;
                         continue;
                     }
                     let resp = ecs
@@ -939,6 +1111,7 @@ impl RegionWorld {
                                 .await?;
                         }
                         self.pull_failed.insert(key, Instant::now());
+                        busy = true;
                         continue;
                     }
                     // The agent fetches the task's secrets with its execution role before the
@@ -960,6 +1133,7 @@ impl RegionWorld {
                                 self.ecs.stop_task().cluster(cluster).task(arn).reason(&reason).send().await?;
                             }
                             self.pull_failed.insert(key, Instant::now());
+                            busy = true;
                         }
                     }
                 }
@@ -968,23 +1142,32 @@ impl RegionWorld {
                 }
             }
         }
-        Ok(tasks
+        let running = tasks
             .into_iter()
             .filter(|(_, running)| *running)
             .map(|(t, _)| {
                 let instance_id = ec2_of.get(&t.container_instance).cloned().unwrap_or_default();
                 (t.arn, RunningTask { cluster: cluster.to_string(), task_definition: t.task_definition, instance_id })
             })
-            .collect())
+            .collect();
+        Ok((running, busy))
     }
 
     /// `fam:2` (moto stores what the caller passed) -> the full ARN.
-    async fn task_definition_arn(&self, td: &str) -> Result<String> {
+    async fn task_definition_arn(&mut self, td: &str) -> Result<String> {
         if td.starts_with("arn:") {
             return Ok(td.to_string());
         }
+        if let Some(arn) = self.task_definition_arns.get(td) {
+            return Ok(arn.clone());
+        }
         let resp = self.ecs.describe_task_definition().task_definition(td).send().await?;
-        Ok(resp.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or(td).to_string())
+        let arn = resp.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or(td).to_string();
+        // `family` alone means its latest revision, which moves; `family:2` never does.
+        if td.rsplit_once(':').is_some_and(|(_, revision)| revision.parse::<u32>().is_ok()) {
+            self.task_definition_arns.insert(td.to_string(), arn.clone());
+        }
+        Ok(arn)
     }
 
     async fn task_def_info(&mut self, task_definition: &str) -> TaskDefInfo {
@@ -1174,6 +1357,35 @@ fn task_in_cluster(arn: &str, cluster: &str) -> bool {
 /// The value of an instance's tag.
 fn tag(i: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
     i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string)
+}
+
+/// What the last read of one cluster found.
+struct ClusterView {
+    running: HashMap<String, RunningTask>,
+    /// It had tasks to start or stop (or to retry): read again next round.
+    busy: bool,
+    read_at: Instant,
+}
+
+/// How often, with hints, the world still lists clusters and reads the network unasked.
+const SLOW_REFRESH: Duration = Duration::from_secs(5);
+/// Fewer instances than this are all read every round without hints (moto answers in ~20 ms).
+const SMALL_WORLD: usize = 100;
+/// With hints, every instance is read at least this often (moto takes ~2 ms per instance).
+const FULL_DESCRIBE_HINTED: Duration = Duration::from_secs(60);
+/// Changed or busy clusters read per round; the rest wait for the next (rounds stay short, and
+/// Defenders connect as their clusters are read, not all at the end).
+const MAX_READS_PER_ROUND: usize = 50;
+/// Clusters the sweep reads per round without hints (a small world: all of them, every round).
+const SWEEP_UNHINTED: usize = 25;
+/// With hints, the sweep reads one cluster a second, among those not read for this long: 1000
+/// idle clusters cost ~5 moto calls a second (the counts catch most changes sooner).
+const SWEEP_HINTED_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_HINTED_AGE: Duration = Duration::from_secs(30);
+
+/// Whether something last done at `at` is due again.
+fn due(at: Option<Instant>, every: Duration) -> bool {
+    at.is_none_or(|at| at.elapsed() >= every)
 }
 
 /// A RUNNING task after a scheduler round.

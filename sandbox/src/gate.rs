@@ -15,6 +15,7 @@
 //! account/region/cluster/service; it is lost with the gate.
 
 mod autoscaling;
+pub mod changes;
 mod control;
 mod ec2;
 mod ecs;
@@ -42,7 +43,10 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, task::JoinSet};
 
-pub use self::faults::{Fault, FaultKind, RateLimit};
+pub use self::{
+    changes::{Change, ChangeListener},
+    faults::{Fault, FaultKind, RateLimit},
+};
 use self::{
     faults::{FaultSet, RateLimiter},
     protocol::Identified,
@@ -415,6 +419,12 @@ impl Gate {
     /// Lets `DescribeServices` show the events `source` knows (placement failures), as ECS does.
     pub fn set_service_events(&self, source: Arc<dyn ServiceEvents>) {
         *self.shared.service_events.lock().unwrap() = Some(source);
+    }
+
+    /// Tells `listener` of every change moto accepts through the gate (the ECS world reads what
+    /// changed rather than everything).
+    pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
+        self.shared.upstream.listener.set(listener);
     }
 
     /// Accepts another access key (tests that sign with keys of their own).

@@ -96,6 +96,7 @@ impl Sandbox {
                 }
                 let world = EcsWorld::start(cfg).await?;
                 gate.set_service_events(world.service_event_source());
+                gate.set_change_listener(world.change_listener());
                 (Some(gate), Some(world))
             }
             None => (None, None),

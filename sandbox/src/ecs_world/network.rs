@@ -36,7 +36,7 @@ pub struct RouteTable {
 }
 
 /// The network as one round of the ECS world sees it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Network {
     pub subnets: BTreeMap<String, Subnet>,
     pub route_tables: Vec<RouteTable>,

@@ -7,7 +7,10 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::{protocol, xml};
+use super::{
+    changes::{self, Listener},
+    protocol, xml,
+};
 
 /// Headers that belong to one hop and are not forwarded.
 const HOP_HEADERS: &[&str] =
@@ -48,6 +51,8 @@ impl Raw {
 pub struct Upstream {
     http: reqwest::Client,
     base: String,
+    /// Told of every change moto accepts ([`changes`]).
+    pub(crate) listener: Listener,
 }
 
 impl Upstream {
@@ -57,7 +62,7 @@ impl Upstream {
             .timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(32)
             .build()?;
-        Ok(Upstream { http, base: base.trim_end_matches('/').to_string() })
+        Ok(Upstream { http, base: base.trim_end_matches('/').to_string(), listener: Listener::default() })
     }
 
     pub fn base(&self) -> &str {
@@ -72,11 +77,19 @@ impl Upstream {
                 req = req.header(k, v);
             }
         }
-        let resp = req.body(body).send().await.context("forwarding to moto")?;
+        let resp = req.body(body.clone()).send().await.context("forwarding to moto")?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.context("reading moto's answer")?;
-        Ok(Raw { status, headers, body })
+        let resp_headers = resp.headers().clone();
+        let answer = resp.bytes().await.context("reading moto's answer")?;
+        if let Some(listener) = self.listener.get()
+            && let Ok(uri) = path_and_query.parse::<http::Uri>()
+        {
+            let id = protocol::identify(headers, &uri, &body);
+            if let Some(change) = changes::change_of(&id, status, &answer) {
+                listener.changed(change);
+            }
+        }
+        Ok(Raw { status, headers: resp_headers, body: answer })
     }
 
     /// A handle for side queries on behalf of a request with these headers (same account and region).
