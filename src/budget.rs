@@ -96,7 +96,7 @@ impl Default for AwsRateLimits {
             // definition, service and cluster-resource read actions sustain 20/s with bursts of
             // 50-100. Mutations are a few per resource (their categories allow 1-5/s, bursts 20-50,
             // and a throttled one is retried by the SDK).
-            ("ecs", RateLimit::new(10.0, 40)),
+            ("ecs", RateLimit::new(18.0, 45)),
             // EC2 Auto Scaling: one shared bucket for every Auto Scaling API call per account and
             // region, its size not published (AWS re:Post knowledge center, "autoscaling API calls
             // throttled"): kept low.
@@ -109,8 +109,10 @@ impl Default for AwsRateLimits {
             // Secrets Manager quotas: CreateSecret, PutSecretValue, DeleteSecret, TagResource 50/s
             // each; DescribeSecret and GetSecretValue far more.
             ("secretsmanager", RateLimit::new(10.0, 20)),
-            // IAM publishes no request rate and throttles its control plane low: kept lowest.
-            ("iam", RateLimit::new(2.0, 10)),
+            // IAM publishes no request rate and throttles its control plane low: kept low (at 2/s
+            // a fleet of 100 converging resources queued IAM reads past the SDK's 20 s attempt
+            // timeout in `make bench`).
+            ("iam", RateLimit::new(5.0, 20)),
             // STS quotas: AssumeRole and friends 600 requests/s per account and region; only
             // credential refreshes go there.
             ("sts", RateLimit::new(5.0, 10)),
