@@ -114,14 +114,18 @@ impl AwsPool {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(target.region.clone()))
             .http_client(super::budget::http_client(budget))
+            // The stalled-stream guard takes a request waiting for its rate budget (no bytes
+            // moving for 5 s) for a dead connection; the attempt timeout above bounds both.
+            .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
             // The SDK retries throttling and 5xx a few times itself; beyond that the reconcile
             // requeues with backoff, so keep in-call retries short.
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(60))
+                    // An attempt includes its wait for the rate budget (src/aws/budget.rs).
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .operation_timeout(Duration::from_secs(120))
                     .build(),
             );
         if let Some(url) = target.endpoint_url.as_ref().or(self.default_endpoint.as_ref()) {
