@@ -196,8 +196,12 @@ async fn a_blocked_teardown_says_why_and_orphan_lets_go() {
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
     secrets.delete("aws", &DeleteParams::default()).await.unwrap();
     h.api.delete("stuck", &DeleteParams::default()).await.unwrap();
-    let st = h.wait_condition("stuck", "Stalled", "True", Duration::from_secs(30)).await;
-    let stalled = st.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
+    // (The Secret's deletion alone already stalls the resource; the teardown's status follows.)
+    let stalled = eventually(Duration::from_secs(30), || async {
+        h.condition("stuck", "Stalled").await.filter(|c| c.status == "True" && c.message.contains("teardown"))
+    })
+    .await
+    .expect("no Stalled condition about the teardown");
     assert_eq!(stalled.reason, "SecretNotFound");
     assert!(stalled.message.contains("teardown blocked: Secret default/aws not found"), "{}", stalled.message);
     assert!(stalled.message.contains("deletionPolicy: Orphan"), "{}", stalled.message);
