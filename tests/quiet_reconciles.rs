@@ -93,7 +93,8 @@ async fn ready_resources_resync_with_a_batched_glance_and_patch_nothing() {
 async fn drift_in_the_glance_is_put_back_within_a_resync_and_the_rest_at_the_deep_resync() {
     let h = Harness::start_full(Default::default(), |c| {
         c.steady_requeue = Duration::from_secs(2);
-        c.deep_resync = Duration::from_secs(30);
+        // Long enough that the service's repair below comes before the first deep resync.
+        c.deep_resync = Duration::from_secs(45);
     })
     .await
     .unwrap();
@@ -102,6 +103,7 @@ async fn drift_in_the_glance_is_put_back_within_a_resync_and_the_rest_at_the_dee
     let aws = h.aws().await;
 
     // The service deleted: the glance's DescribeServices sees it; put back within a resync or two.
+    let before = h.sandbox.gate().counts();
     aws.ecs.delete_service().cluster("glance").service("glance-defender").force(true).send().await.unwrap();
     let deleted = std::time::Instant::now();
     eventually(Duration::from_secs(20), || async {
@@ -112,6 +114,22 @@ async fn drift_in_the_glance_is_put_back_within_a_resync_and_the_rest_at_the_dee
     .expect("the deleted service was not created again within 20 s (resync 2 s)");
     println!("service re-created {:.1} s after it was deleted", deleted.elapsed().as_secs_f64());
     h.wait_condition("glance", "Ready", "True", READY_TIMEOUT).await;
+    // The full passes of the repair took the glance's answers and recalled what only this
+    // resource changes: nothing of that was read again.
+    let after = h.sandbox.gate().counts();
+    let recalled = [
+        "ecs:DescribeTaskDefinition",
+        "iam:GetRole",
+        "iam:GetRolePolicy",
+        "secretsmanager:DescribeSecret",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeSecurityGroups",
+    ];
+    let made = |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    let reread: Vec<(&str, u64)> = recalled.iter().map(|op| (*op, made(op))).filter(|(_, n)| *n > 0).collect();
+    assert_eq!(reread, [], "read again while repairing the service (before the deep resync)");
 
     // The revision deregistered: no glance reads it, so nothing happens at the next resyncs...
     let td = st.task_definition_arn.clone().unwrap();

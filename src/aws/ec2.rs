@@ -251,14 +251,6 @@ impl AwsClients {
     }
 
     /// The value of an SSM parameter (an AMI id); `None` when it does not exist.
-    pub async fn get_ssm_parameter(&self, name: &str) -> Result<Option<String>, AwsError> {
-        match self.finish("ssm:GetParameter", self.ssm.get_parameter().name(name).send().await) {
-            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
-            Err(e) if e.code_is("ParameterNotFound") => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Instance id -> private DNS name (the host name a Defender reports).
     pub async fn describe_instance_hostnames(
         &self,

@@ -12,6 +12,7 @@ use std::{
 };
 
 use aws_sdk_ec2::types::Filter;
+use aws_sdk_ecs::types::ClusterField;
 
 use super::{
     AwsClients, AwsError, autoscaling::AutoScalingGroup, autoscaling::group_of, ec2::LaunchTemplate,
@@ -60,14 +61,13 @@ impl<V: Clone> Batched<V> {
         e.fetched.filter(|f| *f >= not_before).map(|_| e.value.clone())
     }
 
-    /// `name` as of at most `max_age` ago; fetched with up to `batch - 1` other names (those
-    /// fetched longest ago first) when it is older.
-    async fn get<F, Fut>(&self, name: &str, max_age: Duration, batch: usize, fetch: F) -> Result<Option<V>, AwsError>
+    /// `name` as AWS had it at `not_before` or later; fetched with up to `batch - 1` other names
+    /// (those fetched longest ago first) when the answer held is older.
+    async fn get<F, Fut>(&self, name: &str, not_before: Instant, batch: usize, fetch: F) -> Result<Option<V>, AwsError>
     where
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, V>, AwsError>>,
     {
-        let not_before = Instant::now().checked_sub(max_age).unwrap_or_else(Instant::now);
         if let Some(v) = self.fresh(name, not_before) {
             return Ok(v);
         }
@@ -86,8 +86,10 @@ impl<V: Clone> Batched<V> {
             names.extend(others.into_iter().take(batch.saturating_sub(1)).map(|(n, _)| n.clone()));
             names
         };
-        let answers = fetch(names.clone()).await?;
+        // An answer tells how things were when its request was sent, not when it arrived: a
+        // change made while it was under way (our own create, say) may not be in it.
         let now = Instant::now();
+        let answers = fetch(names.clone()).await?;
         let mut entries = self.entries.lock().unwrap();
         for n in names {
             let value = answers.get(&n).cloned();
@@ -100,34 +102,36 @@ impl<V: Clone> Batched<V> {
 }
 
 impl AwsClients {
-    /// The cluster (not INACTIVE) as of at most `max_age` ago, batched with others.
-    pub async fn glance_cluster(&self, name: &str, max_age: Duration) -> Result<Option<Cluster>, AwsError> {
-        self.fleet.clusters.get(name, max_age, 100, |names| self.describe_clusters(names)).await
+    /// The cluster (not INACTIVE) as of `not_before` or later, batched with others.
+    pub async fn glance_cluster(&self, name: &str, not_before: Instant) -> Result<Option<Cluster>, AwsError> {
+        self.fleet.clusters.get(name, not_before, 100, |names| self.describe_clusters(names)).await
     }
 
     pub async fn glance_auto_scaling_group(
         &self,
         name: &str,
-        max_age: Duration,
+        not_before: Instant,
     ) -> Result<Option<AutoScalingGroup>, AwsError> {
-        self.fleet.groups.get(name, max_age, 50, |names| self.describe_auto_scaling_groups(names)).await
+        self.fleet.groups.get(name, not_before, 50, |names| self.describe_auto_scaling_groups(names)).await
     }
 
     pub async fn glance_launch_template(
         &self,
         name: &str,
-        max_age: Duration,
+        not_before: Instant,
     ) -> Result<Option<LaunchTemplate>, AwsError> {
-        self.fleet.launch_templates.get(name, max_age, 100, |names| self.describe_launch_templates(names)).await
+        self.fleet.launch_templates.get(name, not_before, 100, |names| self.describe_launch_templates(names)).await
     }
 
-    pub async fn glance_ssm_parameter(&self, name: &str, max_age: Duration) -> Result<Option<String>, AwsError> {
-        self.fleet.parameters.get(name, max_age, 10, |names| self.get_ssm_parameters(names)).await
+    pub async fn glance_ssm_parameter(&self, name: &str, not_before: Instant) -> Result<Option<String>, AwsError> {
+        self.fleet.parameters.get(name, not_before, 10, |names| self.get_ssm_parameters(names)).await
     }
 
     async fn describe_clusters(&self, names: Vec<String>) -> Result<HashMap<String, Cluster>, AwsError> {
-        let out =
-            self.finish("ecs:DescribeClusters", self.ecs.describe_clusters().set_clusters(Some(names)).send().await)?;
+        let out = self.finish(
+            "ecs:DescribeClusters",
+            self.ecs.describe_clusters().set_clusters(Some(names)).include(ClusterField::Tags).send().await,
+        )?;
         Ok(out
             .clusters()
             .iter()
@@ -193,6 +197,10 @@ impl AwsClients {
 mod tests {
     use super::*;
 
+    fn ago(d: Duration) -> Instant {
+        Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
+    }
+
     fn answer(names: &[String], calls: &Mutex<Vec<Vec<String>>>) -> HashMap<String, String> {
         calls.lock().unwrap().push(names.to_vec());
         names.iter().filter(|n| !n.starts_with("missing")).map(|n| (n.clone(), format!("v-{n}"))).collect()
@@ -206,7 +214,7 @@ mod tests {
             let r = answer(&names, &calls);
             async move { Ok::<_, AwsError>(r) }
         };
-        let long = Duration::from_secs(600);
+        let long = ago(Duration::from_secs(600));
         assert_eq!(b.get("a", long, 3, fetch).await.unwrap().as_deref(), Some("v-a"));
         assert_eq!(b.get("b", long, 3, fetch).await.unwrap().as_deref(), Some("v-b"));
         assert_eq!(b.get("missing", long, 3, fetch).await.unwrap(), None, "looked at, not there");
@@ -214,7 +222,7 @@ mod tests {
         assert_eq!(b.get("a", long, 3, fetch).await.unwrap().as_deref(), Some("v-a"));
         assert_eq!(calls.lock().unwrap().len(), 3);
         // Wanting it newer than the cache: one request, with the two others fetched longest ago.
-        assert_eq!(b.get("b", Duration::ZERO, 3, fetch).await.unwrap().as_deref(), Some("v-b"));
+        assert_eq!(b.get("b", Instant::now(), 3, fetch).await.unwrap().as_deref(), Some("v-b"));
         let mut last = calls.lock().unwrap().last().unwrap().clone();
         assert_eq!(last[0], "b");
         last[1..].sort();
@@ -233,7 +241,7 @@ mod tests {
         for n in ["a", "b", "c"] {
             let (b, calls) = (b.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
-                b.get(n, Duration::from_secs(60), 100, |names: Vec<String>| {
+                b.get(n, ago(Duration::from_secs(60)), 100, |names: Vec<String>| {
                     let r = answer(&names, &calls);
                     async move {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -248,5 +256,33 @@ mod tests {
             assert!(t.await.unwrap().is_some());
         }
         assert_eq!(calls.lock().unwrap().len(), 1, "one request answered all three");
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_a_change_does_not_show_it() {
+        let b = std::sync::Arc::new(Batched::<String>::default());
+        let calls = std::sync::Arc::new(Mutex::new(vec![]));
+        let slow = {
+            let (b, calls) = (b.clone(), calls.clone());
+            tokio::spawn(async move {
+                b.get("a", Instant::now(), 10, |names: Vec<String>| {
+                    let r = answer(&names, &calls);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, AwsError>(r)
+                    }
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let changed = Instant::now(); // say, our own create, while that request was under way
+        slow.await.unwrap().unwrap();
+        let fetch = |names: Vec<String>| {
+            let r = answer(&names, &calls);
+            async move { Ok::<_, AwsError>(r) }
+        };
+        b.get("a", changed, 10, fetch).await.unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 2, "the answer that arrived after the change was sent before it");
     }
 }

@@ -18,9 +18,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::plan::{Plan, StepState};
+use super::{
+    observed::{LaunchInputs, Observed, Prerequisites},
+    plan::{Action, Plan, StepState},
+};
 use crate::{
-    aws::{AwsClients, AwsError, AwsTarget},
+    aws::{
+        AwsClients, AwsError, AwsTarget, ec2::LaunchTemplateVersion, ecs::TaskDefinition, iam::Role,
+        secretsmanager::Secret,
+    },
     crd::WorkerKind,
     prisma::{ConsoleClient, Defender},
     validate::{Desired, ImageSource},
@@ -56,7 +62,9 @@ impl Looks {
         let s = &plan.steps;
         let progressing = |st: StepState| st == StepState::Progressing;
         let workers = progressing(s.workers.state) && desired.workers.is_some();
-        let service = progressing(s.service.state);
+        // Tasks start only on registered instances: while instances are awaited, the cluster's
+        // counts show the next step, not the service (a full look each resync still reads it).
+        let service = progressing(s.service.state) && !workers;
         Looks {
             // Instances registering and tasks starting show in the cluster's counts.
             cluster: true,
@@ -78,17 +86,19 @@ pub async fn take(
     console: &Arc<ConsoleClient>,
     desired: &Desired,
     looks: Looks,
-    fresh: Duration,
-) -> Result<u64, AwsError> {
+    not_before: Instant,
+) -> Result<Glance, AwsError> {
     let mut h = DefaultHasher::new();
+    let mut service = None;
     looks.hash(&mut h);
     if looks.cluster {
-        let c = aws.glance_cluster(&desired.cluster_name, fresh).await?;
+        let c = aws.glance_cluster(&desired.cluster_name, not_before).await?;
         c.map(|c| (c.status, c.registered_container_instances, c.active_services, c.running_tasks, c.pending_tasks))
             .hash(&mut h);
     }
     if looks.service {
         let s = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
+        service = Some(s.clone());
         s.map(|s| {
             let deployments: Vec<_> =
                 s.deployments.into_iter().map(|d| (d.status, d.task_definition, d.rollout_state, d.running)).collect();
@@ -98,7 +108,7 @@ pub async fn take(
     }
     if let Some(w) = desired.workers.as_ref() {
         if looks.group {
-            let g = aws.glance_auto_scaling_group(&w.asg_name, fresh).await?;
+            let g = aws.glance_auto_scaling_group(&w.asg_name, not_before).await?;
             g.map(|g| {
                 let instances: Vec<_> = g
                     .instances
@@ -111,20 +121,20 @@ pub async fn take(
             .hash(&mut h);
         }
         if looks.launch_template {
-            let lt = aws.glance_launch_template(&w.name, fresh).await?;
+            let lt = aws.glance_launch_template(&w.name, not_before).await?;
             lt.map(|t| (t.id, t.default_version, t.latest_version)).hash(&mut h);
         }
         if looks.image
             && let ImageSource::SsmParameter(p) = &w.image
         {
-            aws.glance_ssm_parameter(p, fresh).await?.hash(&mut h);
+            aws.glance_ssm_parameter(p, not_before).await?.hash(&mut h);
         }
     }
     if looks.console {
         // Defenders report the cluster override when one is set (as in the full observation).
         let cluster =
             desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
-        match consoles.get(console, fresh).await {
+        match consoles.get(console, not_before).await {
             Some((version, defenders)) => {
                 let connected: BTreeSet<&str> = defenders
                     .iter()
@@ -137,7 +147,15 @@ pub async fn take(
             None => Instant::now().hash(&mut h),
         }
     }
-    Ok(h.finish())
+    Ok(Glance { fingerprint: h.finish(), service })
+}
+
+/// A glance: its fingerprint, and the service as it read it (the full pass that may follow
+/// takes it rather than asking again).
+#[derive(Debug)]
+pub struct Glance {
+    pub fingerprint: u64,
+    pub service: Option<Option<crate::aws::ecs::Service>>,
 }
 
 /// What the full pass depends on besides the spec's generation: the Secrets' contents (the
@@ -173,9 +191,8 @@ impl ConsoleSlot {
 
 impl ConsoleGlances {
     /// `None` when the Console does not answer (or refuses).
-    async fn get(&self, console: &Arc<ConsoleClient>, max_age: Duration) -> Option<ConsoleView> {
+    async fn get(&self, console: &Arc<ConsoleClient>, not_before: Instant) -> Option<ConsoleView> {
         let slot = self.views.lock().unwrap().entry(Arc::as_ptr(console) as usize).or_default().clone();
-        let not_before = Instant::now().checked_sub(max_age).unwrap_or_else(Instant::now);
         if let Some(v) = slot.fresh(not_before) {
             return v;
         }
@@ -183,6 +200,7 @@ impl ConsoleGlances {
         if let Some(v) = slot.fresh(not_before) {
             return v;
         }
+        let asked = Instant::now(); // what the answer shows is as of when it was asked
         let version = console.guarded(console.version()).await.ok().and_then(Result::ok);
         let view = match version {
             Some(version) => match console.guarded(console.defenders(None, Some(true))).await {
@@ -191,8 +209,78 @@ impl ConsoleGlances {
             },
             None => None,
         };
-        *slot.view.lock().unwrap() = Some((Instant::now(), view.clone()));
+        *slot.view.lock().unwrap() = Some((asked, view.clone()));
         view
+    }
+}
+
+/// What a full pass may take from the pass before instead of asking AWS again: what only this
+/// resource changes (its task definition, the install bundle's secret, its execution role and
+/// policy), what the spec fixes (its subnets and security groups) and what never changes (a
+/// launch-template version). Anything this resource changes is dropped from it. Drift in these
+/// (a deregistered revision, an edited policy, a changed secret, a new default subnet) is seen at
+/// the deep resync, which recalls nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recall {
+    pub task_definition: Option<Option<TaskDefinition>>,
+    pub defender_secret: Option<Option<Secret>>,
+    pub execution_role: Option<(Option<Role>, Option<serde_json::Value>)>,
+    /// (template id, its default version as read).
+    pub launch_template_default: Option<(String, LaunchTemplateVersion)>,
+    /// The launch inputs but the AMI, which is read each pass.
+    pub network: Option<LaunchInputs>,
+    /// The instance type, profile and key pair found, when they were (the names taken are
+    /// judged again from the pass's own reads).
+    pub instance_checks: Option<Prerequisites>,
+}
+
+impl Recall {
+    /// What the pass read (with the cluster there, describe_world read all of it) and `actions`,
+    /// all carried out, left as it was.
+    pub fn of(desired: &Desired, o: &Observed, actions: &[Action]) -> Self {
+        let mut r = Recall::default();
+        if o.cluster.is_some() {
+            r.task_definition = Some(o.task_definition.clone());
+            if let Some(want) = desired.secrets.secrets_manager() {
+                r.defender_secret = Some(o.defender_secret.clone());
+                if matches!(want.execution_role, crate::validate::ExecutionRole::Create { .. }) {
+                    r.execution_role = Some((o.execution_role.clone(), o.execution_role_policy.clone()));
+                }
+            }
+            r.launch_template_default = o
+                .launch_template
+                .as_ref()
+                .zip(o.launch_template_default.as_ref())
+                .map(|(lt, v)| (lt.id.clone(), v.clone()));
+        }
+        r.network = o.launch_inputs.clone();
+        r.instance_checks = o
+            .prerequisites
+            .clone()
+            .filter(|p| p.instance_type_exists && p.instance_profile_exists && p.key_pair_exists != Some(false));
+        for a in actions {
+            match a {
+                Action::RegisterTaskDefinition { .. } | Action::TagTaskDefinition { .. } => r.task_definition = None,
+                Action::CreateSecret { .. } | Action::RestoreSecret { .. } | Action::PutSecretValue { .. } => {
+                    r.defender_secret = None
+                }
+                Action::CreateExecutionRole(_) | Action::PutExecutionRolePolicy { .. } => r.execution_role = None,
+                // What stale things a removal touches is not worth tracking: forget everything.
+                Action::Remove(_) => r = Recall::default(),
+                // Not recalled (launch-template versions are recalled by number: a new one differs).
+                Action::CreateCluster { .. }
+                | Action::CreateLaunchTemplate(_)
+                | Action::CreateLaunchTemplateVersion { .. }
+                | Action::SetDefaultLaunchTemplateVersion { .. }
+                | Action::CreateLaunchConfiguration(_)
+                | Action::CreateAutoScalingGroup(_)
+                | Action::UpdateAutoScalingGroup(_)
+                | Action::StartInstanceRefresh { .. }
+                | Action::CreateService { .. }
+                | Action::UpdateService { .. } => {}
+            }
+        }
+        r
     }
 }
 
@@ -218,6 +306,12 @@ pub struct Memo {
     /// event for the same metadata before then (our own status patch) is no reason to look.
     pub meta: u64,
     pub due: Option<Instant>,
+    /// When this resource last changed something in AWS: answers asked for before then do not
+    /// show it.
+    pub changed_at: Option<Instant>,
+    /// The last full pass that recalled nothing.
+    pub last_deep: Instant,
+    pub recall: Arc<Recall>,
 }
 
 impl Memo {
@@ -317,7 +411,60 @@ mod tests {
             deadline_at: None,
             meta: 0,
             due: None,
+            changed_at: None,
+            last_deep: Instant::now(),
+            recall: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_recall_keeps_what_the_pass_read_and_drops_what_it_changed() {
+        let d = crate::validate::validate(&crate::fixtures::sample("demo")).unwrap();
+        let cluster = crate::aws::ecs::Cluster {
+            arn: "arn:cluster/demo".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+            registered_container_instances: 0,
+            active_services: 0,
+            running_tasks: 0,
+            pending_tasks: 0,
+            tags: Default::default(),
+        };
+        let inputs = LaunchInputs {
+            image_id: Ok("ami-1".into()),
+            security_group_ids: vec![],
+            missing_security_groups: vec![],
+            subnet_ids: vec!["subnet-a".into()],
+            missing_subnets: vec![],
+        };
+        let o = Observed {
+            cluster: Some(cluster),
+            execution_role_policy: Some(serde_json::json!({"Version": "2012-10-17"})),
+            launch_inputs: Some(inputs.clone()),
+            ..Default::default()
+        };
+        let r = Recall::of(&d, &o, &[]);
+        assert_eq!(r.task_definition, Some(None), "looked at, and there is none: recalled as such");
+        assert_eq!(r.defender_secret, Some(None));
+        assert_eq!(r.execution_role, Some((None, o.execution_role_policy.clone())));
+        assert_eq!(r.network, Some(inputs));
+
+        let register = Action::RegisterTaskDefinition {
+            family: "demo-defender".into(),
+            generated: super::super::observe::build_generated(serde_json::json!({}), "demo-defender", "1".into()),
+            tags: Default::default(),
+            defender_secret: None,
+        };
+        let policy = Action::PutExecutionRolePolicy { role: "r".into(), document: "{}".into() };
+        let r = Recall::of(&d, &o, &[register, policy]);
+        assert_eq!((r.task_definition, r.execution_role), (None, None), "changed by the pass: read again");
+        assert_eq!(r.defender_secret, Some(None), "not changed: kept");
+        let remove =
+            Action::Remove(super::super::teardown::TeardownAction::DeleteAutoScalingGroup { name: "old".into() });
+        assert_eq!(Recall::of(&d, &o, &[remove]), Recall::default(), "a removal forgets everything");
+        // Before the cluster exists nothing else is read: only the launch inputs are recalled.
+        let r = Recall::of(&d, &Observed { cluster: None, ..o.clone() }, &[]);
+        assert_eq!((r.task_definition, r.network.is_some()), (None, true));
     }
 
     #[test]

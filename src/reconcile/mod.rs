@@ -100,10 +100,17 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
     let memo = ctx.memos.get(&desired.uid).filter(|m| m.generation == desired.generation);
     let looks = memo.as_ref().map(|m| m.looks).unwrap_or_else(|| glance::Looks::steady(&desired));
     let waiting = memo.as_ref().is_some_and(|m| m.waiting);
-    // Waits see progress within a look; resyncs may share answers up to half a resync old.
-    let fresh = if waiting { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
-    let fingerprint = glance::take(&aws, &ctx.console_glances, &console, &desired, looks, fresh).await?;
+    // Waits see progress within a look; resyncs may share answers up to half a resync old; none
+    // may be older than this resource's last change.
     let now = std::time::Instant::now();
+    let fresh = if waiting { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
+    let oldest = now.checked_sub(fresh).unwrap_or(now);
+    let not_before = match memo.as_ref().and_then(|m| m.changed_at) {
+        Some(changed) => oldest.max(changed),
+        None => oldest,
+    };
+    let glance = glance::take(&aws, &ctx.console_glances, &console, &desired, looks, not_before).await?;
+    let fingerprint = glance.fingerprint;
     // A full look at least every deep resync when Ready, every resync while waiting.
     let full_every = if waiting { ctx.config.steady_requeue } else { ctx.config.deep_resync };
     if memo.as_ref().is_some_and(|m| m.holds(desired.generation, inputs, fingerprint, now, full_every))
@@ -115,7 +122,15 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
             Progress::Steady
         }));
     }
-    let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev).await?; // (IO) + (pure)
+    // A full pass takes the glance's answers, and what the pass before read of what only this
+    // resource changes; a deep one (the first, then once per deep resync) reads everything anew.
+    let deep = memo.as_ref().is_none_or(|m| m.inputs != inputs || now >= m.last_deep + ctx.config.deep_resync);
+    let reads = if deep {
+        observe::Reads { service: glance.service, ..observe::Reads::deep(now) }
+    } else {
+        observe::Reads { not_before, recall: memo.as_ref().map(|m| m.recall.clone()), service: glance.service }
+    };
+    let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev, &reads).await?; // (IO) + (pure)
 
     // apply (IO), unless suspended.
     let suspended = desired.suspend;
@@ -199,6 +214,13 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
                 deadline_at,
                 meta: 0,
                 due: None,
+                changed_at: if applied.changed() {
+                    Some(std::time::Instant::now())
+                } else {
+                    memo.as_ref().and_then(|m| m.changed_at)
+                },
+                last_deep: if deep { now } else { memo.as_ref().map_or(now, |m| m.last_deep) },
+                recall: Arc::new(glance::Recall::of(&desired, &observed, &plan.actions)),
             },
         );
     }
@@ -246,8 +268,9 @@ async fn observe_and_plan(
     console: &ConsoleClient,
     desired: &Desired,
     prev: Option<&EcsDefenderDeploymentStatus>,
+    reads: &observe::Reads,
 ) -> Result<(Observed, Plan)> {
-    let mut observed = observe::describe_world(aws, desired, prev).await?;
+    let mut observed = observe::describe_world(aws, desired, prev, reads).await?;
     let mut fetched: Vec<Need> = vec![];
     loop {
         let plan = plan::plan(desired, &observed);
@@ -255,7 +278,7 @@ async fn observe_and_plan(
         if needs.is_empty() {
             return Ok((observed, plan));
         }
-        observe::fetch_needs(&needs, aws, console, desired, &mut observed).await.map_err(|e| match e {
+        observe::fetch_needs(&needs, aws, console, desired, reads, &mut observed).await.map_err(|e| match e {
             observe::ObserveError::Aws(e) => Error::Aws(e),
             observe::ObserveError::Console(e) => Error::Console(e),
         })?;

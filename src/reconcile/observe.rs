@@ -2,14 +2,17 @@
 //! and the ids status recorded) and, when the plan needs them, the Console's answers and the inputs
 //! to create workers. Reads only; never changes anything.
 
+use std::{sync::Arc, time::Instant};
+
 use sha2::{Digest, Sha256};
 
 use super::{
+    glance::Recall,
     observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Prerequisites, Recorded, Stale},
     plan::{launch_configuration_name, launch_hash, stale_names},
 };
 use crate::{
-    aws::{AwsClients, AwsError, tags::owned_by},
+    aws::{AwsClients, AwsError, ecs::Service, tags::owned_by},
     crd::{EcsDefenderDeploymentStatus, WorkerKind},
     prisma::{ConsoleClient, ConsoleError, ConsoleOutage},
     validate::{Desired, EXECUTION_ROLE_POLICY, ExecutionRole, ImageSource},
@@ -23,40 +26,82 @@ pub enum ObserveError {
     Console(#[from] ConsoleError),
 }
 
+/// How a full pass reads: which answers shared with the fleet's glances are recent enough, and
+/// what the pass before may stand in for ([`Recall`]; `None` on a deep pass).
+#[derive(Clone, Debug)]
+pub struct Reads {
+    /// Batched answers (cluster, group, launch template, AMI parameter) must be asked for no
+    /// earlier than this: after this resource's last change, and no older than its glance's.
+    pub not_before: Instant,
+    pub recall: Option<Arc<Recall>>,
+    /// The service as this reconcile's glance read it, when it did.
+    pub service: Option<Option<Service>>,
+}
+
+impl Reads {
+    /// Everything from AWS, asked for no earlier than `since`.
+    pub fn deep(since: Instant) -> Self {
+        Reads { not_before: since, recall: None, service: None }
+    }
+}
+
 /// (IO) The AWS side, always looked at.
 pub async fn describe_world(
     aws: &AwsClients,
     desired: &Desired,
     status: Option<&EcsDefenderDeploymentStatus>,
+    reads: &Reads,
 ) -> Result<Observed, AwsError> {
     let mut o = Observed { recorded: Recorded::of(status), ..Default::default() };
-    o.cluster = aws.describe_cluster(&desired.cluster_name).await?;
+    let recall = reads.recall.as_deref();
+    o.cluster = aws.glance_cluster(&desired.cluster_name, reads.not_before).await?;
     if o.cluster.is_none() {
         return Ok(o); // nothing else can exist yet
     }
     if let Some(w) = &desired.workers {
         if w.kind == WorkerKind::LaunchTemplate {
-            o.launch_template = aws.describe_launch_template(&w.name).await?;
+            o.launch_template = aws.glance_launch_template(&w.name, reads.not_before).await?;
             if let Some(lt) = o.launch_template.as_ref().filter(|lt| owned_by(&lt.tags, &desired.uid)) {
-                o.launch_template_default =
-                    aws.describe_launch_template_versions(&lt.id, &["$Default"]).await?.into_iter().next();
+                // Versions never change: the one recalled is the default if its number is.
+                o.launch_template_default = match recall.and_then(|r| r.launch_template_default.as_ref()) {
+                    Some((id, v)) if *id == lt.id && v.number == lt.default_version => Some(v.clone()),
+                    _ => aws.describe_launch_template_versions(&lt.id, &["$Default"]).await?.into_iter().next(),
+                };
             }
         }
-        o.auto_scaling_group = aws.describe_auto_scaling_group(&w.asg_name).await?;
+        o.auto_scaling_group = aws.glance_auto_scaling_group(&w.asg_name, reads.not_before).await?;
     }
     o.container_instances = aws.list_container_instances(&desired.cluster_name).await?;
-    o.task_definition = aws.describe_task_definition(&desired.task_family).await?;
-    o.service = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
+    o.task_definition = match recall.and_then(|r| r.task_definition.clone()) {
+        Some(td) => td,
+        None => aws.describe_task_definition(&desired.task_family).await?,
+    };
+    o.service = match reads.service.clone() {
+        Some(s) => s,
+        None => aws.describe_service(&desired.cluster_name, &desired.service_name).await?,
+    };
     if o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
         o.tasks = aws.list_service_tasks(&desired.cluster_name, &desired.service_name).await?;
     }
     if let Some(want) = desired.secrets.secrets_manager() {
-        o.defender_secret = aws.describe_secret(&want.name).await?;
+        o.defender_secret = match recall.and_then(|r| r.defender_secret.clone()) {
+            Some(s) => s,
+            None => aws.describe_secret(&want.name).await?,
+        };
         if let ExecutionRole::Create { name } = &want.execution_role {
-            o.execution_role = aws.get_role(name).await?;
-            if o.execution_role.as_ref().is_some_and(|r| owned_by(&r.tags, &desired.uid)) {
-                o.execution_role_policy = aws.get_role_policy(name, EXECUTION_ROLE_POLICY).await?;
-            }
+            (o.execution_role, o.execution_role_policy) = match recall.and_then(|r| r.execution_role.clone()) {
+                Some(recalled) => recalled,
+                None => {
+                    let role = aws.get_role(name).await?;
+                    let policy = match &role {
+                        Some(r) if owned_by(&r.tags, &desired.uid) => {
+                            aws.get_role_policy(name, EXECUTION_ROLE_POLICY).await?
+                        }
+                        _ => None,
+                    };
+                    (role, policy)
+                }
+            };
         }
     }
     Ok(o)
@@ -68,12 +113,13 @@ pub async fn fetch_needs(
     aws: &AwsClients,
     console: &ConsoleClient,
     desired: &Desired,
+    reads: &Reads,
     o: &mut Observed,
 ) -> Result<(), ObserveError> {
     for need in needs {
         match need {
-            Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired).await?),
-            Need::Prerequisites => o.prerequisites = Some(describe_prerequisites(aws, desired, o).await?),
+            Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired, reads).await?),
+            Need::Prerequisites => o.prerequisites = Some(describe_prerequisites(aws, desired, reads, o).await?),
             Need::LaunchTemplateVersions => {
                 if let Some(lt) = &o.launch_template {
                     o.launch_template_versions = Some(aws.describe_launch_template_versions(&lt.id, &[]).await?);
@@ -154,63 +200,76 @@ async fn ask<T>(
 /// (launch template, group, task family, the install bundle's secret and our execution role, and
 /// the service in an adopted cluster), and what EC2 checks only at launch (instance type, instance
 /// profile, key pair) exists.
-async fn describe_prerequisites(aws: &AwsClients, desired: &Desired, o: &Observed) -> Result<Prerequisites, AwsError> {
+async fn describe_prerequisites(
+    aws: &AwsClients,
+    desired: &Desired,
+    reads: &Reads,
+    o: &Observed,
+) -> Result<Prerequisites, AwsError> {
     let uid = &desired.uid;
+    // With the cluster there, describe_world has read every name already (and the service).
+    let seen = o.cluster.is_some();
     let mut names_taken = vec![];
     let mut p = Prerequisites { instance_type_exists: true, instance_profile_exists: true, ..Default::default() };
+    let checked = reads.recall.as_ref().and_then(|r| r.instance_checks.clone());
     if let Some(w) = &desired.workers {
-        if w.kind == WorkerKind::LaunchTemplate
-            && let Some(lt) = aws.describe_launch_template(&w.name).await?
-            && !owned_by(&lt.tags, uid)
-        {
-            names_taken.push(format!("launch template {} (workers.name)", lt.name));
+        if w.kind == WorkerKind::LaunchTemplate {
+            let lt = if seen {
+                o.launch_template.clone()
+            } else {
+                aws.glance_launch_template(&w.name, reads.not_before).await?
+            };
+            if let Some(lt) = lt.filter(|lt| !owned_by(&lt.tags, uid)) {
+                names_taken.push(format!("launch template {} (workers.name)", lt.name));
+            }
         }
-        if let Some(g) = aws.describe_auto_scaling_group(&w.asg_name).await?
-            && !owned_by(&g.tags, uid)
-        {
+        let group = match seen {
+            true => o.auto_scaling_group.clone(),
+            false => aws.glance_auto_scaling_group(&w.asg_name, reads.not_before).await?,
+        };
+        if let Some(g) = group.filter(|g| !owned_by(&g.tags, uid)) {
             names_taken.push(format!("Auto Scaling group {} (workers.autoScalingGroup.name)", g.name));
         }
-        // A profile may be named by ARN; IAM looks it up by name.
-        let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
-        p.instance_type_exists = aws.instance_type_exists(&w.instance_type).await?;
-        p.instance_profile_exists = aws.instance_profile_exists(profile).await?;
-        p.key_pair_exists = match &w.key_name {
-            Some(k) => Some(aws.key_pair_exists(k).await?),
-            None => None,
-        };
+        if let Some(c) = checked {
+            // Found in a pass before, for this spec.
+            (p.instance_type_exists, p.instance_profile_exists, p.key_pair_exists) =
+                (c.instance_type_exists, c.instance_profile_exists, c.key_pair_exists);
+        } else {
+            // A profile may be named by ARN; IAM looks it up by name.
+            let profile = w.instance_profile.rsplit('/').next().unwrap_or(&w.instance_profile);
+            p.instance_type_exists = aws.instance_type_exists(&w.instance_type).await?;
+            p.instance_profile_exists = aws.instance_profile_exists(profile).await?;
+            p.key_pair_exists = match &w.key_name {
+                Some(k) => Some(aws.key_pair_exists(k).await?),
+                None => None,
+            };
+        }
     }
-    if let Some(td) = aws.describe_task_definition(&desired.task_family).await?
-        && td.active
-        && !owned_by(&td.tags, uid)
-    {
+    let td = if seen { o.task_definition.clone() } else { aws.describe_task_definition(&desired.task_family).await? };
+    if let Some(td) = td.filter(|td| td.active && !owned_by(&td.tags, uid)) {
         names_taken.push(format!("task definition family {} (defender.taskName)", td.family));
     }
     // Services live in the cluster: only an existing (adopted) cluster can hold one.
-    if o.cluster.is_some()
-        && let Some(s) = aws.describe_service(&desired.cluster_name, &desired.service_name).await?
-        && s.status != "INACTIVE"
-        && !owned_by(&s.tags, uid)
-    {
+    if let Some(s) = o.service.as_ref().filter(|s| s.status != "INACTIVE" && !owned_by(&s.tags, uid)) {
         names_taken.push(format!("service {} in cluster {} (service.name)", s.name, desired.cluster_name));
     }
     if let Some(want) = desired.secrets.secrets_manager() {
         // Named after the cluster and this resource's UID: not a name to choose, only to free.
-        if let Some(s) = aws.describe_secret(&want.name).await?
-            && !owned_by(&s.tags, uid)
-        {
+        let secret = if seen { o.defender_secret.clone() } else { aws.describe_secret(&want.name).await? };
+        if let Some(s) = secret.filter(|s| !owned_by(&s.tags, uid)) {
             names_taken.push(format!(
                 "Secrets Manager secret {} (delete it, or set defender.secrets.storage: Inline)",
                 s.name
             ));
         }
-        if let ExecutionRole::Create { name } = &want.execution_role
-            && let Some(r) = aws.get_role(name).await?
-            && !owned_by(&r.tags, uid)
-        {
-            names_taken.push(format!(
-                "IAM role {} (delete it, or name a role of yours in defender.secrets.executionRoleArn)",
-                r.name
-            ));
+        if let ExecutionRole::Create { name } = &want.execution_role {
+            let role = if seen { o.execution_role.clone() } else { aws.get_role(name).await? };
+            if let Some(r) = role.filter(|r| !owned_by(&r.tags, uid)) {
+                names_taken.push(format!(
+                    "IAM role {} (delete it, or name a role of yours in defender.secrets.executionRoleArn)",
+                    r.name
+                ));
+            }
         }
     }
     p.names_taken = names_taken;
@@ -309,10 +368,12 @@ pub fn build_generated(
     GeneratedTaskDefinition { definition, digest, console_version, image }
 }
 
-async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired) -> Result<LaunchInputs, AwsError> {
+async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired, reads: &Reads) -> Result<LaunchInputs, AwsError> {
     let w = desired.workers.as_ref().expect("launch inputs are needed only with workers");
+    // The AMI behind the parameter is read each pass (batched with the fleet's glances), so a new
+    // one is seen; the subnets and security groups the spec names only at a deep pass.
     let image_id = match &w.image {
-        ImageSource::SsmParameter(p) => match aws.get_ssm_parameter(p).await? {
+        ImageSource::SsmParameter(p) => match aws.glance_ssm_parameter(p, reads.not_before).await? {
             Some(id) if id.starts_with("ami-") => Ok(id),
             Some(other) => {
                 Err(format!("SSM parameter {p} holds {other:?}, not an AMI id; use a .../image_id parameter"))
@@ -327,6 +388,9 @@ async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired) -> Result<L
             }
         }
     };
+    if let Some(network) = reads.recall.as_ref().and_then(|r| r.network.clone()) {
+        return Ok(LaunchInputs { image_id, ..network });
+    }
     let (vpc, mut subnet_ids, missing_subnets) = if w.subnet_ids.is_empty() {
         let (vpc, subnets) = aws.default_subnets().await?;
         (vpc, subnets, vec![])
