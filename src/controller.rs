@@ -178,12 +178,24 @@ async fn reconcile(edd: Arc<EcsDefenderDeployment>, ctx: Arc<Context>) -> Result
 }
 
 async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Action, Error> {
+    // A quiet look needs nothing from the API server (the object, its Secrets): the cached spec,
+    // the last pass's clients and a glance do (reconcile::glance_first).
+    let pre = match cached.finalizers().iter().any(|f| f == FINALIZER) {
+        true => reconcile::glance_first(cached, ctx).await,
+        false => None,
+    };
+    let pre = match pre {
+        Some(Ok(progress)) => return Ok(requeue(cached, ctx, progress)),
+        Some(Err(glanced)) => Some(glanced),
+        None => None,
+    };
     let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     // The watch cache can lag our own last status patch; status is built on the previous status
     // and written by server-side apply (which drops any field left out), so start from the
     // apiserver's current copy.
     let Some(edd) = api.get_opt(&cached.name_any()).await? else {
         // Gone (its finalizer removed elsewhere): whoever waited for its names goes on.
+        ctx.memos.drop_resource(&cached.uid().unwrap_or_default());
         ctx.ownership.release(&cached.uid().unwrap_or_default()).await;
         return Ok(Action::await_change());
     };
@@ -198,6 +210,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
             let finalizers: Vec<String> = edd.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
             set_finalizers(&api, edd, finalizers).await?;
             // Whoever waited for this resource's AWS names takes over now, not at its next requeue.
+            ctx.memos.drop_resource(&edd.uid().unwrap_or_default());
             ctx.ownership.release(&edd.uid().unwrap_or_default()).await;
             info!("teardown complete; finalizer removed");
             return Ok(Action::await_change());
@@ -210,7 +223,13 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         finalizers.push(FINALIZER.to_string());
         set_finalizers(&api, edd, finalizers).await?;
     }
-    let wait = match reconcile::reconcile_apply(edd, ctx).await? {
+    let progress = reconcile::reconcile_apply(edd, ctx, pre).await?;
+    Ok(requeue(edd, ctx, progress))
+}
+
+/// When to look again after `progress`.
+fn requeue(edd: &EcsDefenderDeployment, ctx: &Context, progress: Progress) -> Action {
+    let wait = match progress {
         Progress::Converging => ctx.config.converging_requeue,
         Progress::Waiting(wait) => wait,
         Progress::Steady => ctx.config.steady_requeue,
@@ -220,7 +239,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     // Our own status patch comes back as a watch event for this same metadata: not a reason to look.
     let meta = reconcile::glance::meta_key(&edd.metadata);
     ctx.memos.set_due(&edd.uid().unwrap_or_default(), meta, std::time::Instant::now() + wait);
-    Ok(Action::requeue(wait))
+    Action::requeue(wait)
 }
 
 /// A merge patch carrying `resourceVersion`, so it fails rather than overwrite a concurrent change.

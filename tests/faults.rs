@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use common::{
     Harness, eventually,
     inventory::Inventory,
+    is_ready, one_instance,
     process::{Operator, World},
 };
-use ecs_defender_operator::crd::EcsDefenderDeployment;
 use kube::api::{DeleteParams, PostParams};
 use sandbox::{
     console::{Fault as ConsoleFault, FaultRule},
@@ -29,21 +29,9 @@ const RESOURCES: usize = 20;
 const TIMEOUT: Duration = Duration::from_secs(420);
 
 /// One instance per resource: the fleet is about the operator, not moto's instance count.
-fn small(mut edd: EcsDefenderDeployment) -> EcsDefenderDeployment {
-    let w = edd.spec.workers.as_mut().unwrap();
-    w.auto_scaling_group.min_size = 1;
-    w.auto_scaling_group.max_size = 1;
-    w.auto_scaling_group.desired_capacity = 1;
-    edd
-}
-
 /// Requests that reached the gate from the operator (the sandbox's own `/moto-api` calls aside).
 fn aws_requests(h: &Harness) -> u64 {
     h.sandbox.gate().calls().iter().filter(|c| c.service != "moto").count() as u64
-}
-
-fn ready(edd: &EcsDefenderDeployment) -> bool {
-    edd.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Creates the fleet, waits for every resource to be Ready, deletes it and waits until it is gone
@@ -52,11 +40,11 @@ async fn fleet_round_trip(h: &Harness, what: &str) -> (u64, u64, f64) {
     let start = Instant::now();
     let names: Vec<String> = (0..RESOURCES).map(|i| format!("fleet-{i:02}")).collect();
     for name in &names {
-        h.api.create(&PostParams::default(), &small(h.sample(name))).await.unwrap();
+        h.api.create(&PostParams::default(), &one_instance(h.sample(name))).await.unwrap();
     }
     let all_ready = eventually(TIMEOUT, || async {
         let list = h.api.list(&Default::default()).await.ok()?;
-        (list.items.len() == RESOURCES && list.items.iter().all(ready)).then_some(())
+        (list.items.len() == RESOURCES && list.items.iter().all(is_ready)).then_some(())
     })
     .await;
     if all_ready.is_none() {
@@ -64,7 +52,7 @@ async fn fleet_round_trip(h: &Harness, what: &str) -> (u64, u64, f64) {
         let stuck: Vec<_> = list
             .items
             .iter()
-            .filter(|e| !ready(e))
+            .filter(|e| !is_ready(e))
             .map(|e| (e.metadata.name.clone(), e.status.as_ref().map(|s| s.conditions.clone())))
             .collect();
         panic!("{what}: not every resource is Ready after {TIMEOUT:?}: {stuck:#?}");
@@ -150,7 +138,7 @@ async fn a_total_aws_outage_is_ridden_out_at_a_bounded_request_rate_and_converge
     let op = Operator::start("outage", &world, &[("LEADER_ELECT", "false"), ("REQUEUE_CONVERGING_SECONDS", "5")]).await;
     let names: Vec<String> = (0..OUTAGE_RESOURCES).map(|i| format!("outage-{i}")).collect();
     for name in &names {
-        world.api.create(&PostParams::default(), &small(world.sample(name))).await.unwrap();
+        world.api.create(&PostParams::default(), &one_instance(world.sample(name))).await.unwrap();
     }
     // AWS goes away while the fleet is mid-create.
     let gate = world.sandbox.gate();

@@ -25,6 +25,17 @@ async fn calls_during(h: &Harness, f: impl Future<Output = ()>) -> BTreeMap<Stri
     after
 }
 
+/// The API server's count of `verb` requests for `resource` (its own /metrics), summed over codes.
+async fn apiserver_requests(h: &Harness, verb: &str, resource: &str) -> u64 {
+    let req = http::Request::get("/metrics").body(vec![]).unwrap();
+    let text = h.client.request_text(req).await.expect("the API server's /metrics");
+    let (verb, resource) = (format!("verb=\"{verb}\""), format!("resource=\"{resource}\""));
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains(&verb) && l.contains(&resource))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn total(c: &BTreeMap<String, u64>) -> u64 {
     c.values().sum()
 }
@@ -54,10 +65,17 @@ async fn ready_resources_resync_with_a_batched_glance_and_patch_nothing() {
         v
     };
     let reconciles = h.metric("ecs_defender_operator_reconciles_total");
+    let gets = |r: &'static str| apiserver_requests(&h, "GET", r);
+    let (secrets, objects) = (gets("secrets").await, gets("ecsdefenderdeployments").await);
+    // The full passes before did read them (so the counter is the one that would show it).
+    assert!(secrets > 0 && objects > 0, "no GETs of Secrets ({secrets}) or resources ({objects}) counted");
     let window = Duration::from_secs(12);
     let calls = calls_during(&h, tokio::time::sleep(window)).await;
     let reconciled = h.metric("ecs_defender_operator_reconciles_total") - reconciles;
     println!("{reconciled} reconciles in {window:?}: {calls:?}");
+    // A quiet look asks the API server for nothing: not the object, not its Secrets.
+    let (secrets, objects) = (gets("secrets").await - secrets, gets("ecsdefenderdeployments").await - objects);
+    assert_eq!((secrets, objects), (0, 0), "GETs of Secrets and of resources in {reconciled} quiet reconciles");
     // Only the glance's reads: nothing a full observation adds.
     for op in calls.keys() {
         assert!(

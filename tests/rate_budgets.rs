@@ -8,11 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Harness, eventually};
-use ecs_defender_operator::{
-    budget::{AwsRateLimits, RateLimit},
-    crd::EcsDefenderDeployment,
-};
+use common::{Harness, eventually, is_ready, one_instance};
+use ecs_defender_operator::budget::{AwsRateLimits, RateLimit};
 use sandbox::world::SandboxOptions;
 
 const RESOURCES: usize = 3;
@@ -20,18 +17,6 @@ const ECS: RateLimit = RateLimit::new(4.0, 4);
 const CONSOLE: RateLimit = RateLimit::new(1.0, 2);
 
 /// One instance per resource: the test is about request pacing, not moto's instance count.
-fn small(mut edd: EcsDefenderDeployment) -> EcsDefenderDeployment {
-    let w = edd.spec.workers.as_mut().unwrap();
-    w.auto_scaling_group.min_size = 1;
-    w.auto_scaling_group.max_size = 1;
-    w.auto_scaling_group.desired_capacity = 1;
-    edd
-}
-
-fn ready(edd: &EcsDefenderDeployment) -> bool {
-    edd.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The largest excess of requests over `burst + rate x (window + slack)` in any window between two
 /// requests of `times` (sorted), with the window where it happens; `None` when every window holds.
 fn worst_window(times: &[SystemTime], limit: RateLimit, slack: Duration) -> Option<(usize, Duration)> {
@@ -73,11 +58,11 @@ async fn aws_and_console_requests_stay_within_their_budgets_while_resources_conv
     .unwrap();
     let start = Instant::now();
     for i in 0..RESOURCES {
-        h.create(&small(h.sample(&format!("budget-{i}")))).await.unwrap();
+        h.create(&one_instance(h.sample(&format!("budget-{i}")))).await.unwrap();
     }
     let all_ready = eventually(Duration::from_secs(55), || async {
         let list = h.api.list(&Default::default()).await.ok()?;
-        (list.items.len() == RESOURCES && list.items.iter().all(ready)).then_some(())
+        (list.items.len() == RESOURCES && list.items.iter().all(is_ready)).then_some(())
     })
     .await;
     let took = start.elapsed();

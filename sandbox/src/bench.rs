@@ -62,6 +62,9 @@ pub struct BenchConfig {
     pub waiting: Duration,
     /// `RESYNC_SECONDS` for the operator; `None`: its default (300 s).
     pub resync: Option<Duration>,
+    /// `AWS_RATE_LIMITS` for the operator (`ecs=off`, say: what the operator and sandbox do
+    /// without the budget); `None`: its defaults.
+    pub aws_rate_limits: Option<String>,
     /// Wait after the last Ready before the steady window (the tail of convergence).
     pub settle: Duration,
     /// Give up waiting for Ready after this long (the case reports how many were).
@@ -86,6 +89,7 @@ impl BenchConfig {
             steady: DEFAULT_RESYNC,
             waiting: Duration::from_secs(600),
             resync: None,
+            aws_rate_limits: None,
             settle: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(20 * 60),
             repair: true,
@@ -100,7 +104,10 @@ impl BenchConfig {
     }
 
     fn operator_env(&self) -> Vec<(String, String)> {
-        self.resync.iter().map(|r| ("RESYNC_SECONDS".to_string(), r.as_secs().max(1).to_string())).collect()
+        let mut env: Vec<(String, String)> =
+            self.resync.iter().map(|r| ("RESYNC_SECONDS".to_string(), r.as_secs().max(1).to_string())).collect();
+        env.extend(self.aws_rate_limits.iter().map(|l| ("AWS_RATE_LIMITS".to_string(), l.clone())));
+        env
     }
 }
 
@@ -140,6 +147,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     ];
     if let Some(r) = cfg.resync {
         notes.push(format!("The operator ran with RESYNC_SECONDS={} (not its default 300).", r.as_secs()));
+    }
+    if let Some(l) = &cfg.aws_rate_limits {
+        notes.push(format!("The operator ran with AWS_RATE_LIMITS={l} (not its default budgets)."));
     }
     if cfg.steady < cfg.resync() {
         notes.push(format!(

@@ -58,6 +58,10 @@ struct BenchArgs {
     /// Run the operator with this RESYNC_SECONDS instead of its default (the table says so).
     #[arg(long, env = "BENCH_RESYNC_SECONDS")]
     resync_seconds: Option<u64>,
+    /// Run the operator with these AWS rate budgets (`ecs=off`, say) instead of its defaults (the
+    /// table says so).
+    #[arg(long, env = "BENCH_AWS_RATE_LIMITS")]
+    aws_rate_limits: Option<String>,
     /// Give up waiting for Ready after this long.
     #[arg(long, env = "BENCH_READY_TIMEOUT_SECONDS", default_value_t = 1200)]
     ready_timeout_seconds: u64,
@@ -78,6 +82,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     cfg.steady = Duration::from_secs(args.steady_seconds);
     cfg.waiting = Duration::from_secs(args.wait_seconds);
     cfg.resync = args.resync_seconds.map(Duration::from_secs);
+    cfg.aws_rate_limits = args.aws_rate_limits.clone();
     cfg.ready_timeout = Duration::from_secs(args.ready_timeout_seconds);
     cfg.repair = !args.no_repair;
     cfg.repair_single = !args.no_repair_single;

@@ -312,6 +312,23 @@ pub struct Memo {
     /// The last full pass that recalled nothing.
     pub last_deep: Instant,
     pub recall: Arc<Recall>,
+    pub dereferenced: Option<Arc<Dereferenced>>,
+}
+
+/// What the pass read from the resource's Secrets, as clients (and the spec with the proxy's
+/// credentials): a quiet look uses them rather than read the Secrets again. In memory only, like
+/// the client pools; never printed.
+pub struct Dereferenced {
+    pub target: AwsTarget,
+    pub aws: AwsClients,
+    pub console: Arc<ConsoleClient>,
+    pub desired: Desired,
+}
+
+impl std::fmt::Debug for Dereferenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dereferenced(..)")
+    }
 }
 
 impl Memo {
@@ -341,32 +358,57 @@ impl Memo {
 /// Memos by resource UID; shared with the Secret watch, which forgets a resource's memo when one
 /// of its Secrets changes.
 #[derive(Clone, Default)]
-pub struct Memos(Arc<Mutex<HashMap<String, Memo>>>);
+pub struct Memos(Arc<Mutex<MemoMap>>);
+
+#[derive(Default)]
+pub struct MemoMap {
+    memos: HashMap<String, Memo>,
+    /// How often each resource's memo was forgotten: a pass that read its Secrets before a
+    /// forget must not leave a memo after it.
+    forgets: HashMap<String, u64>,
+}
 
 impl Memos {
     pub fn get(&self, uid: &str) -> Option<Memo> {
-        self.0.lock().unwrap().get(uid).cloned()
+        self.0.lock().unwrap().memos.get(uid).cloned()
     }
 
-    pub fn put(&self, uid: &str, memo: Memo) {
-        self.0.lock().unwrap().insert(uid.to_string(), memo);
+    /// Taken before a pass reads anything; [`Memos::put`] leaves no memo when it changed since.
+    pub fn epoch(&self, uid: &str) -> u64 {
+        self.0.lock().unwrap().forgets.get(uid).copied().unwrap_or(0)
+    }
+
+    pub fn put(&self, uid: &str, memo: Memo, epoch: u64) {
+        let mut m = self.0.lock().unwrap();
+        if m.forgets.get(uid).copied().unwrap_or(0) == epoch {
+            m.memos.insert(uid.to_string(), memo);
+        }
     }
 
     pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap().remove(uid);
+        let mut m = self.0.lock().unwrap();
+        m.memos.remove(uid);
+        *m.forgets.entry(uid.to_string()).or_default() += 1;
+    }
+
+    /// The resource is gone: nothing of it is kept.
+    pub fn drop_resource(&self, uid: &str) {
+        let mut m = self.0.lock().unwrap();
+        m.memos.remove(uid);
+        m.forgets.remove(uid);
     }
 
     /// Counts a quiet glance; returns the memo as it is now.
     pub fn quiet(&self, uid: &str) -> Option<Memo> {
         let mut memos = self.0.lock().unwrap();
-        let m = memos.get_mut(uid)?;
+        let m = memos.memos.get_mut(uid)?;
         m.quiet = m.quiet.saturating_add(1);
         Some(m.clone())
     }
 
     /// Records when the resource's next look is due, for the object whose metadata hashes to `meta`.
     pub fn set_due(&self, uid: &str, meta: u64, due: Instant) {
-        if let Some(m) = self.0.lock().unwrap().get_mut(uid) {
+        if let Some(m) = self.0.lock().unwrap().memos.get_mut(uid) {
             m.meta = meta;
             m.due = Some(due);
         }
@@ -375,7 +417,7 @@ impl Memos {
     /// How long until the next look when a watch event brings nothing new (our own status patch).
     pub fn early(&self, uid: &str, meta: u64, now: Instant) -> Option<Duration> {
         let memos = self.0.lock().unwrap();
-        let m = memos.get(uid)?;
+        let m = memos.memos.get(uid)?;
         let due = m.due?;
         (m.meta == meta && now < due).then(|| due - now)
     }
@@ -414,6 +456,7 @@ mod tests {
             changed_at: None,
             last_deep: Instant::now(),
             recall: Default::default(),
+            dereferenced: None,
         }
     }
 
@@ -497,12 +540,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_that_read_its_secrets_before_they_changed_leaves_no_memo() {
+        let memos = Memos::default();
+        let epoch = memos.epoch("u");
+        memos.forget("u"); // the Secret watch, while the pass runs
+        memos.put("u", memo(), epoch);
+        assert!(memos.get("u").is_none(), "the next pass reads the Secrets again");
+        memos.put("u", memo(), memos.epoch("u"));
+        assert!(memos.get("u").is_some());
+        memos.drop_resource("u");
+        assert_eq!((memos.get("u").is_none(), memos.epoch("u")), (true, 0));
+    }
+
+    #[test]
     fn our_own_status_patch_is_no_reason_to_look_but_a_spec_or_deletion_is() {
         let memos = Memos::default();
         let mut meta =
             k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { generation: Some(1), ..Default::default() };
         let now = Instant::now();
-        memos.put("u", memo());
+        memos.put("u", memo(), 0);
         memos.set_due("u", meta_key(&meta), now + Duration::from_secs(300));
         assert_eq!(memos.early("u", meta_key(&meta), now), Some(Duration::from_secs(300)));
         meta.generation = Some(2);

@@ -18,7 +18,10 @@ pub mod plan;
 pub mod status;
 pub mod teardown;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
@@ -58,8 +61,12 @@ pub enum Progress {
 
 /// (IO) Brings one resource one step closer to its spec and reports it. Every error ends the
 /// same way: a status that says it (Stalled or Retrying), then the error for the requeue policy.
-pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Progress> {
-    match run_pipeline(edd, ctx).await {
+pub async fn reconcile_apply(
+    edd: &EcsDefenderDeployment,
+    ctx: &Arc<Context>,
+    pre: Option<Glanced>,
+) -> Result<Progress> {
+    match run_pipeline(edd, ctx, pre).await {
         // The pipeline's own status says how it ended (a failed AWS change included): patching
         // again from the error would flip the reason back and forth between reconciles.
         Ok(result) => result,
@@ -80,55 +87,66 @@ pub async fn reconcile_apply(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
 
 /// `Err`: stopped before its status patch; `Ok(Err)`: an AWS change failed, and the status patched
 /// says so already.
-async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result<Result<Progress>> {
+async fn run_pipeline(
+    edd: &EcsDefenderDeployment,
+    ctx: &Arc<Context>,
+    pre: Option<Glanced>,
+) -> Result<Result<Progress>> {
     let ns = edd.namespace().unwrap_or_default();
     let prev = edd.status.as_ref();
     let mut desired = validate(edd)?; // (pure)
     check_access(edd, ctx)?; // (pure): the installer's rules, before any request
     ctx.config.access.check_console_url(&desired.console.url).map_err(refused)?;
-    let target = aws_target(edd, ctx).await?; // (IO): the AWS Secret
+    let memo = ctx.memos.get(&desired.uid).filter(|m| m.generation == desired.generation);
+    // A Secret that changes after this forgets the memo: the clients below are not remembered then.
+    let epoch = ctx.memos.epoch(&desired.uid);
+    let remembered = remembered(ctx, memo.as_ref());
+    let target = match &remembered {
+        Some(d) => d.target.clone(),
+        None => aws_target(edd, ctx).await?, // (IO): the AWS Secret
+    };
     // One owner per AWS name, decided before anything is looked at in AWS: a loser stops here.
     ownership::claim(ctx, edd, &target).await?; // (IO: the cache) + (pure) judgement
-    let (aws, console) = dereference(&desired, &target, ctx).await?; // (IO): Secrets; no AWS call yet
-    if let Some(name) = desired.proxy_credentials_secret.clone() {
-        let s = read_secret(ctx, &ns, &name).await?;
-        let (user, password) = (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
-        desired = desired.with_proxy_credentials(&user, &password);
+    let (aws, console) = match &remembered {
+        Some(d) => (d.aws.clone(), d.console.clone()),
+        None => dereference(&desired, &target, ctx).await?, // (IO): Secrets; no AWS call yet
+    };
+    match &remembered {
+        Some(d) => desired = d.desired.clone(),
+        None => {
+            if let Some(name) = desired.proxy_credentials_secret.clone() {
+                let s = read_secret(ctx, &ns, &name).await?;
+                let (user, password) =
+                    (secret_key(&s, &ns, &name, "username")?, secret_key(&s, &ns, &name, "password")?);
+                desired = desired.with_proxy_credentials(&user, &password);
+            }
+        }
     }
     // (IO) A glance; unchanged since a full pass that changed nothing: nothing to do (glance.rs).
     let inputs = glance::inputs_key(&desired, &target, &console);
-    let memo = ctx.memos.get(&desired.uid).filter(|m| m.generation == desired.generation);
-    let looks = memo.as_ref().map(|m| m.looks).unwrap_or_else(|| glance::Looks::steady(&desired));
-    let waiting = memo.as_ref().is_some_and(|m| m.waiting);
-    // Waits see progress within a look; resyncs may share answers up to half a resync old; none
-    // may be older than this resource's last change.
-    let now = std::time::Instant::now();
-    let fresh = if waiting { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
-    let oldest = now.checked_sub(fresh).unwrap_or(now);
-    let not_before = match memo.as_ref().and_then(|m| m.changed_at) {
-        Some(changed) => oldest.max(changed),
-        None => oldest,
+    let glanced = match pre.filter(|g| g.generation == desired.generation) {
+        Some(g) => g,
+        None => take_glance(ctx, &desired, memo.as_ref(), &aws, &console).await?,
     };
-    let glance = glance::take(&aws, &ctx.console_glances, &console, &desired, looks, not_before).await?;
-    let fingerprint = glance.fingerprint;
-    // A full look at least every deep resync when Ready, every resync while waiting.
-    let full_every = if waiting { ctx.config.steady_requeue } else { ctx.config.deep_resync };
-    if memo.as_ref().is_some_and(|m| m.holds(desired.generation, inputs, fingerprint, now, full_every))
-        && let Some(m) = ctx.memos.quiet(&desired.uid)
-    {
-        return Ok(Ok(if m.waiting {
-            Progress::Waiting(m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, now))
-        } else {
-            Progress::Steady
-        }));
+    if let Some(progress) = quiet(ctx, &desired, memo.as_ref(), inputs, &glanced) {
+        return Ok(Ok(progress));
     }
+    let Glanced { now, not_before, glance, .. } = glanced;
+    let fingerprint = glance.fingerprint;
+    let looks = glanced_looks(&desired, memo.as_ref());
     // A full pass takes the glance's answers, and what the pass before read of what only this
     // resource changes; a deep one (the first, then once per deep resync) reads everything anew.
     let deep = memo.as_ref().is_none_or(|m| m.inputs != inputs || now >= m.last_deep + ctx.config.deep_resync);
     let reads = if deep {
         observe::Reads { service: glance.service, ..observe::Reads::deep(now) }
     } else {
-        observe::Reads { not_before, recall: memo.as_ref().map(|m| m.recall.clone()), service: glance.service }
+        observe::Reads {
+            not_before,
+            unwatched_since: since(now, ctx.config.steady_requeue / 2, memo.as_ref()),
+            looks,
+            recall: memo.as_ref().map(|m| m.recall.clone()),
+            service: glance.service,
+        }
     };
     let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev, &reads).await?; // (IO) + (pure)
 
@@ -221,7 +239,14 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
                 },
                 last_deep: if deep { now } else { memo.as_ref().map_or(now, |m| m.last_deep) },
                 recall: Arc::new(glance::Recall::of(&desired, &observed, &plan.actions)),
+                dereferenced: Some(Arc::new(glance::Dereferenced {
+                    target: target.clone(),
+                    aws: aws.clone(),
+                    console: console.clone(),
+                    desired: desired.clone(),
+                })),
             },
+            epoch,
         );
     }
     if let Some((_, err)) = applied.failed {
@@ -252,6 +277,93 @@ async fn run_pipeline(edd: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Result
             ctx.memos.get(&desired.uid).map(|m| m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, now));
         Progress::Waiting(delay.unwrap_or(ctx.config.converging_requeue))
     }))
+}
+
+/// The glance of a reconcile, and the times it was taken with.
+pub struct Glanced {
+    generation: i64,
+    now: Instant,
+    /// Batched answers asked for before this do not do (glance.rs).
+    not_before: Instant,
+    glance: glance::Glance,
+}
+
+/// The clients and spec of the memo's pass, when they may stand in for reading the Secrets again:
+/// the Secret watch is on (a changed Secret forgets the memo) and no deep resync is due (which
+/// reads them anew in any case).
+fn remembered(ctx: &Context, memo: Option<&glance::Memo>) -> Option<Arc<glance::Dereferenced>> {
+    let m = memo?;
+    (ctx.config.watch_secrets && Instant::now() < m.last_deep + ctx.config.deep_resync)
+        .then(|| m.dereferenced.clone())
+        .flatten()
+}
+
+/// The looks of this reconcile's glance: the memo's, or everything a Ready resource guards.
+fn glanced_looks(desired: &Desired, memo: Option<&glance::Memo>) -> glance::Looks {
+    memo.map(|m| m.looks).unwrap_or_else(|| glance::Looks::steady(desired))
+}
+
+/// (IO) The glance. Waits see progress within a look; resyncs may share answers up to half a
+/// resync old; none may be older than this resource's last change.
+async fn take_glance(
+    ctx: &Context,
+    desired: &Desired,
+    memo: Option<&glance::Memo>,
+    aws: &AwsClients,
+    console: &Arc<ConsoleClient>,
+) -> Result<Glanced> {
+    let now = Instant::now();
+    let fresh =
+        if memo.is_some_and(|m| m.waiting) { ctx.config.converging_requeue } else { ctx.config.steady_requeue / 2 };
+    let not_before = since(now, fresh, memo);
+    let looks = glanced_looks(desired, memo);
+    let glance = glance::take(aws, &ctx.console_glances, console, desired, looks, not_before).await?;
+    Ok(Glanced { generation: desired.generation, now, not_before, glance })
+}
+
+/// Answers asked for before this do not do: older than `fresh`, or from before the resource's
+/// last change.
+fn since(now: Instant, fresh: Duration, memo: Option<&glance::Memo>) -> Instant {
+    let oldest = now.checked_sub(fresh).unwrap_or(now);
+    match memo.and_then(|m| m.changed_at) {
+        Some(changed) => oldest.max(changed),
+        None => oldest,
+    }
+}
+
+/// (pure, and counts a quiet look) `Some` when the glance is that of the memo's pass and that
+/// pass changed nothing: the reconcile ends here. A full look comes at least every deep resync
+/// when Ready, every resync while waiting.
+fn quiet(ctx: &Context, desired: &Desired, memo: Option<&glance::Memo>, inputs: u64, g: &Glanced) -> Option<Progress> {
+    let m = memo?;
+    let full_every = if m.waiting { ctx.config.steady_requeue } else { ctx.config.deep_resync };
+    if !m.holds(desired.generation, inputs, g.glance.fingerprint, g.now, full_every) {
+        return None;
+    }
+    let m = ctx.memos.quiet(&desired.uid)?;
+    Some(if m.waiting {
+        Progress::Waiting(m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, g.now))
+    } else {
+        Progress::Steady
+    })
+}
+
+/// (IO) The quiet path before anything is read from the API server: the spec as the watch cache
+/// has it, the clients of the memo's pass (its Secrets unchanged since), and a glance. `None`:
+/// no memo to go on (the full reconcile decides everything); `Some(Ok)`: quiet, nothing to do;
+/// `Some(Err(glance))`: the glance changed, and the full reconcile takes it rather than another.
+/// A resource that passed its ownership claim keeps it while its spec is unchanged, so no claim.
+pub async fn glance_first(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> Option<Result<Progress, Glanced>> {
+    if cached.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let desired = validate(cached).ok()?;
+    let memo = ctx.memos.get(&desired.uid).filter(|m| m.generation == desired.generation)?;
+    let d = remembered(ctx, Some(&memo))?;
+    check_access(cached, ctx).ok()?;
+    let g = take_glance(ctx, &d.desired, Some(&memo), &d.aws, &d.console).await.ok()?;
+    let inputs = glance::inputs_key(&d.desired, &d.target, &d.console);
+    Some(quiet(ctx, &d.desired, Some(&memo), inputs, &g).ok_or(g))
 }
 
 /// Nothing on the AWS side is under way (no step but the Console's is progressing, nothing is

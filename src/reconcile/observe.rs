@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use sha2::{Digest, Sha256};
 
 use super::{
-    glance::Recall,
+    glance::{Looks, Recall},
     observed::{GeneratedTaskDefinition, LaunchInputs, Need, Observed, Prerequisites, Recorded, Stale},
     plan::{launch_configuration_name, launch_hash, stale_names},
 };
@@ -33,6 +33,11 @@ pub struct Reads {
     /// Batched answers (cluster, group, launch template, AMI parameter) must be asked for no
     /// earlier than this: after this resource's last change, and no older than its glance's.
     pub not_before: Instant,
+    /// The same for what the glance did not look at (a wait looks only at what it waits for):
+    /// as old as a resync's glance may be, never before this resource's last change.
+    pub unwatched_since: Instant,
+    /// What the glance looked at.
+    pub looks: Looks,
     pub recall: Option<Arc<Recall>>,
     /// The service as this reconcile's glance read it, when it did.
     pub service: Option<Option<Service>>,
@@ -41,7 +46,11 @@ pub struct Reads {
 impl Reads {
     /// Everything from AWS, asked for no earlier than `since`.
     pub fn deep(since: Instant) -> Self {
-        Reads { not_before: since, recall: None, service: None }
+        Reads { not_before: since, unwatched_since: since, looks: Looks::default(), recall: None, service: None }
+    }
+
+    fn since(&self, looked: bool) -> Instant {
+        if looked { self.not_before } else { self.unwatched_since }
     }
 }
 
@@ -60,7 +69,7 @@ pub async fn describe_world(
     }
     if let Some(w) = &desired.workers {
         if w.kind == WorkerKind::LaunchTemplate {
-            o.launch_template = aws.glance_launch_template(&w.name, reads.not_before).await?;
+            o.launch_template = aws.glance_launch_template(&w.name, reads.since(reads.looks.launch_template)).await?;
             if let Some(lt) = o.launch_template.as_ref().filter(|lt| owned_by(&lt.tags, &desired.uid)) {
                 // Versions never change: the one recalled is the default if its number is.
                 o.launch_template_default = match recall.and_then(|r| r.launch_template_default.as_ref()) {
@@ -69,9 +78,14 @@ pub async fn describe_world(
                 };
             }
         }
-        o.auto_scaling_group = aws.glance_auto_scaling_group(&w.asg_name, reads.not_before).await?;
+        o.auto_scaling_group = aws.glance_auto_scaling_group(&w.asg_name, reads.since(reads.looks.group)).await?;
     }
-    o.container_instances = aws.list_container_instances(&desired.cluster_name).await?;
+    // The cluster's counts (as fresh as the rest) say when there is nothing to list.
+    let counts =
+        o.cluster.as_ref().map_or((0, 0), |c| (c.registered_container_instances, c.running_tasks + c.pending_tasks));
+    if counts.0 > 0 {
+        o.container_instances = aws.list_container_instances(&desired.cluster_name).await?;
+    }
     o.task_definition = match recall.and_then(|r| r.task_definition.clone()) {
         Some(td) => td,
         None => aws.describe_task_definition(&desired.task_family).await?,
@@ -80,7 +94,7 @@ pub async fn describe_world(
         Some(s) => s,
         None => aws.describe_service(&desired.cluster_name, &desired.service_name).await?,
     };
-    if o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
+    if counts.1 > 0 && o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
         o.tasks = aws.list_service_tasks(&desired.cluster_name, &desired.service_name).await?;
     }
     if let Some(want) = desired.secrets.secrets_manager() {
@@ -373,7 +387,7 @@ async fn describe_launch_inputs(aws: &AwsClients, desired: &Desired, reads: &Rea
     // The AMI behind the parameter is read each pass (batched with the fleet's glances), so a new
     // one is seen; the subnets and security groups the spec names only at a deep pass.
     let image_id = match &w.image {
-        ImageSource::SsmParameter(p) => match aws.glance_ssm_parameter(p, reads.not_before).await? {
+        ImageSource::SsmParameter(p) => match aws.glance_ssm_parameter(p, reads.since(reads.looks.image)).await? {
             Some(id) if id.starts_with("ami-") => Ok(id),
             Some(other) => {
                 Err(format!("SSM parameter {p} holds {other:?}, not an AMI id; use a .../image_id parameter"))

@@ -316,3 +316,17 @@ impl Harness {
         sandbox::world::AwsClientsForTests::new(&self.sandbox.aws_config().await)
     }
 }
+
+/// `edd` with exactly one worker instance (fleets of many resources stay small).
+pub fn one_instance(mut edd: EcsDefenderDeployment) -> EcsDefenderDeployment {
+    let w = edd.spec.workers.as_mut().expect("a spec with workers");
+    w.auto_scaling_group.min_size = 1;
+    w.auto_scaling_group.max_size = 1;
+    w.auto_scaling_group.desired_capacity = 1;
+    edd
+}
+
+/// Whether `edd`'s status says Ready=True.
+pub fn is_ready(edd: &EcsDefenderDeployment) -> bool {
+    edd.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
