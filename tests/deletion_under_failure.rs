@@ -142,6 +142,8 @@ async fn a_console_outage_holds_up_only_what_needs_the_console_and_is_retried_wi
     // A Ready resource whose Console rate-limits it at a resync: Ready turns False with
     // ConsoleRateLimited; the registered revision stays in use and the service keeps running it.
     h.sandbox.console().faults().inject(FaultRule::everywhere(ConsoleFault::TooManyRequests { retry_after: Some(4) }));
+    // A resync comes later than the Console's last shared answer is taken for fresh (1 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     nudge(&h, "noconsole", 1).await;
     let ready = eventually(Duration::from_secs(30), || async {
         h.condition("noconsole", "Ready").await.filter(|c| c.status == "False")

@@ -65,6 +65,8 @@ pub struct BenchConfig {
     /// `AWS_RATE_LIMITS` for the operator (`ecs=off`, say: what the operator and sandbox do
     /// without the budget); `None`: its defaults.
     pub aws_rate_limits: Option<String>,
+    /// `CONSOLE_RATE_LIMIT` for the operator (`off`, say); `None`: its default.
+    pub console_rate_limit: Option<String>,
     /// Wait after the last Ready before the steady window (the tail of convergence).
     pub settle: Duration,
     /// Give up waiting for Ready after this long (the case reports how many were).
@@ -90,6 +92,7 @@ impl BenchConfig {
             waiting: Duration::from_secs(600),
             resync: None,
             aws_rate_limits: None,
+            console_rate_limit: None,
             settle: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(20 * 60),
             repair: true,
@@ -107,6 +110,7 @@ impl BenchConfig {
         let mut env: Vec<(String, String)> =
             self.resync.iter().map(|r| ("RESYNC_SECONDS".to_string(), r.as_secs().max(1).to_string())).collect();
         env.extend(self.aws_rate_limits.iter().map(|l| ("AWS_RATE_LIMITS".to_string(), l.clone())));
+        env.extend(self.console_rate_limit.iter().map(|l| ("CONSOLE_RATE_LIMIT".to_string(), l.clone())));
         env
     }
 }
@@ -150,6 +154,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report> {
     }
     if let Some(l) = &cfg.aws_rate_limits {
         notes.push(format!("The operator ran with AWS_RATE_LIMITS={l} (not its default budgets)."));
+    }
+    if let Some(l) = &cfg.console_rate_limit {
+        notes.push(format!("The operator ran with CONSOLE_RATE_LIMIT={l} (not its default budget)."));
     }
     if cfg.steady < cfg.resync() {
         notes.push(format!(

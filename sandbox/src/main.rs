@@ -62,6 +62,9 @@ struct BenchArgs {
     /// table says so).
     #[arg(long, env = "BENCH_AWS_RATE_LIMITS")]
     aws_rate_limits: Option<String>,
+    /// Run the operator with this Console rate budget (`off`, say) instead of its default.
+    #[arg(long, env = "BENCH_CONSOLE_RATE_LIMIT")]
+    console_rate_limit: Option<String>,
     /// Give up waiting for Ready after this long.
     #[arg(long, env = "BENCH_READY_TIMEOUT_SECONDS", default_value_t = 1200)]
     ready_timeout_seconds: u64,
@@ -83,6 +86,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     cfg.waiting = Duration::from_secs(args.wait_seconds);
     cfg.resync = args.resync_seconds.map(Duration::from_secs);
     cfg.aws_rate_limits = args.aws_rate_limits.clone();
+    cfg.console_rate_limit = args.console_rate_limit.clone();
     cfg.ready_timeout = Duration::from_secs(args.ready_timeout_seconds);
     cfg.repair = !args.no_repair;
     cfg.repair_single = !args.no_repair_single;

@@ -89,7 +89,7 @@ pub async fn take(
     not_before: Instant,
 ) -> Result<Glance, AwsError> {
     let mut h = DefaultHasher::new();
-    let mut service = None;
+    let (mut service, mut console_version) = (None, None);
     looks.hash(&mut h);
     if looks.cluster {
         let c = aws.glance_cluster(&desired.cluster_name, not_before).await?;
@@ -135,7 +135,8 @@ pub async fn take(
         let cluster =
             desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
         match consoles.get(console, not_before).await {
-            Some((version, defenders)) => {
+            (asked, Some((version, defenders))) => {
+                console_version = Some((version.clone(), asked));
                 let connected: BTreeSet<&str> = defenders
                     .iter()
                     .filter(|d| d.connected && d.cluster == cluster)
@@ -144,18 +145,20 @@ pub async fn take(
                 (version, connected).hash(&mut h);
             }
             // Never equal to an earlier glance: the full pass finds out what is wrong.
-            None => Instant::now().hash(&mut h),
+            (_, None) => Instant::now().hash(&mut h),
         }
     }
-    Ok(Glance { fingerprint: h.finish(), service })
+    Ok(Glance { fingerprint: h.finish(), service, console_version })
 }
 
-/// A glance: its fingerprint, and the service as it read it (the full pass that may follow
-/// takes it rather than asking again).
+/// A glance: its fingerprint, and the service and Console version as it read them (the full pass
+/// that may follow takes them rather than asking again).
 #[derive(Debug)]
 pub struct Glance {
     pub fingerprint: u64,
     pub service: Option<Option<crate::aws::ecs::Service>>,
+    /// The Console's version, and when the shared view holding it was asked for.
+    pub console_version: Option<(String, Instant)>,
 }
 
 /// What the full pass depends on besides the spec's generation: the Secrets' contents (the
@@ -184,14 +187,14 @@ struct ConsoleSlot {
 }
 
 impl ConsoleSlot {
-    fn fresh(&self, not_before: Instant) -> Option<Option<ConsoleView>> {
-        self.view.lock().unwrap().as_ref().filter(|(at, _)| *at >= not_before).map(|(_, v)| v.clone())
+    fn fresh(&self, not_before: Instant) -> Option<(Instant, Option<ConsoleView>)> {
+        self.view.lock().unwrap().as_ref().filter(|(at, _)| *at >= not_before).cloned()
     }
 }
 
 impl ConsoleGlances {
-    /// `None` when the Console does not answer (or refuses).
-    async fn get(&self, console: &Arc<ConsoleClient>, not_before: Instant) -> Option<ConsoleView> {
+    /// The view, and when it was asked for; `None` when the Console does not answer (or refuses).
+    async fn get(&self, console: &Arc<ConsoleClient>, not_before: Instant) -> (Instant, Option<ConsoleView>) {
         let slot = self.views.lock().unwrap().entry(Arc::as_ptr(console) as usize).or_default().clone();
         if let Some(v) = slot.fresh(not_before) {
             return v;
@@ -210,7 +213,7 @@ impl ConsoleGlances {
             None => None,
         };
         *slot.view.lock().unwrap() = Some((asked, view.clone()));
-        view
+        (asked, view)
     }
 }
 

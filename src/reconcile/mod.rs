@@ -138,6 +138,7 @@ async fn run_pipeline(
     // resource changes; a deep one (the first, then once per deep resync) reads everything anew.
     let deep = memo.as_ref().is_none_or(|m| m.inputs != inputs || now >= m.last_deep + ctx.config.deep_resync);
     let reads = if deep {
+        // The Console's version too is asked anew (its login is checked with it).
         observe::Reads { service: glance.service, ..observe::Reads::deep(now) }
     } else {
         observe::Reads {
@@ -146,6 +147,12 @@ async fn run_pipeline(
             looks,
             recall: memo.as_ref().map(|m| m.recall.clone()),
             service: glance.service,
+            // The shared view's version stands in for asking only while it is as fresh as a wait's
+            // look (a mass convergence shares it; a Console that stopped answering is asked).
+            console_version: glance
+                .console_version
+                .filter(|(_, asked)| now.saturating_duration_since(*asked) <= ctx.config.converging_requeue)
+                .map(|(v, _)| v),
         }
     };
     let (observed, plan) = observe_and_plan(&aws, &console, &desired, prev, &reads).await?; // (IO) + (pure)

@@ -41,12 +41,21 @@ pub struct Reads {
     pub recall: Option<Arc<Recall>>,
     /// The service as this reconcile's glance read it, when it did.
     pub service: Option<Option<Service>>,
+    /// The Console's version as the glance read it (the Console's shared view), when it did.
+    pub console_version: Option<String>,
 }
 
 impl Reads {
     /// Everything from AWS, asked for no earlier than `since`.
     pub fn deep(since: Instant) -> Self {
-        Reads { not_before: since, unwatched_since: since, looks: Looks::default(), recall: None, service: None }
+        Reads {
+            not_before: since,
+            unwatched_since: since,
+            looks: Looks::default(),
+            recall: None,
+            service: None,
+            console_version: None,
+        }
     }
 
     fn since(&self, looked: bool) -> Instant {
@@ -159,13 +168,18 @@ pub async fn fetch_needs(
                     Some(aws.list_stopped_service_tasks(&desired.cluster_name, &desired.service_name).await?);
             }
             Need::Stale => o.stale = Some(describe_stale(aws, desired, o).await?),
+            Need::ConsoleVersion if reads.console_version.is_some() => {
+                o.console_version = reads.console_version.clone()
+            }
             Need::ConsoleVersion => {
                 if let Some(v) = ask(console, &mut o.console_unavailable, console.version()).await? {
                     o.console_version = Some(v);
                 }
             }
             Need::GeneratedTaskDefinition => {
-                if o.console_version.is_none() {
+                if o.console_version.is_none() && reads.console_version.is_some() {
+                    o.console_version = reads.console_version.clone();
+                } else if o.console_version.is_none() {
                     o.console_version = ask(console, &mut o.console_unavailable, console.version()).await?;
                 }
                 let Some(version) = o.console_version.clone() else { continue };
