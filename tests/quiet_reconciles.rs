@@ -119,6 +119,11 @@ async fn drift_in_the_glance_is_put_back_within_a_resync_and_the_rest_at_the_dee
     h.create(&h.sample("glance")).await.unwrap();
     let st = h.wait_condition("glance", "Ready", "True", READY_TIMEOUT).await.status.unwrap();
     let aws = h.aws().await;
+    // The resyncs right after Ready are glances too: the pass that found it Ready left what it saw
+    // as the baseline, though its own glance looked only at what it waited for.
+    let calls = calls_during(&h, tokio::time::sleep(Duration::from_secs(5))).await;
+    let full: Vec<_> = calls.keys().filter(|op| op.contains("List") || op.contains("ContainerInstances")).collect();
+    assert!(full.is_empty(), "a full pass at the first resyncs after Ready: {calls:?}");
 
     // The service deleted: the glance's DescribeServices sees it; put back within a resync or two.
     let before = h.sandbox.gate().counts();

@@ -88,67 +88,142 @@ pub async fn take(
     looks: Looks,
     not_before: Instant,
 ) -> Result<Glance, AwsError> {
-    let mut h = DefaultHasher::new();
-    let (mut service, mut console_version) = (None, None);
-    looks.hash(&mut h);
+    let mut view = View::default();
+    let mut console_version = None;
     if looks.cluster {
-        let c = aws.glance_cluster(&desired.cluster_name, not_before).await?;
-        c.map(|c| (c.status, c.registered_container_instances, c.active_services, c.running_tasks, c.pending_tasks))
-            .hash(&mut h);
+        view.cluster = Some(aws.glance_cluster(&desired.cluster_name, not_before).await?);
     }
     if looks.service {
-        let s = aws.describe_service(&desired.cluster_name, &desired.service_name).await?;
-        service = Some(s.clone());
-        s.map(|s| {
-            let deployments: Vec<_> =
-                s.deployments.into_iter().map(|d| (d.status, d.task_definition, d.rollout_state, d.running)).collect();
-            (s.arn, s.status, s.task_definition, s.desired, s.running, deployments)
-        })
-        .hash(&mut h);
+        view.service = Some(aws.describe_service(&desired.cluster_name, &desired.service_name).await?);
     }
     if let Some(w) = desired.workers.as_ref() {
         if looks.group {
-            let g = aws.glance_auto_scaling_group(&w.asg_name, not_before).await?;
-            g.map(|g| {
-                let instances: Vec<_> = g
-                    .instances
-                    .into_iter()
-                    .map(|i| (i.id, i.lifecycle_state, i.launch_template_version, i.launch_configuration_name))
-                    .collect();
-                let launch = (g.launch_template_id, g.launch_template_version, g.launch_configuration_name);
-                ((g.min_size, g.max_size, g.desired_capacity), instances, g.subnet_ids, launch, g.status)
-            })
-            .hash(&mut h);
+            view.group = Some(aws.glance_auto_scaling_group(&w.asg_name, not_before).await?);
         }
         if looks.launch_template {
-            let lt = aws.glance_launch_template(&w.name, not_before).await?;
-            lt.map(|t| (t.id, t.default_version, t.latest_version)).hash(&mut h);
+            view.launch_template = Some(aws.glance_launch_template(&w.name, not_before).await?);
         }
         if looks.image
             && let ImageSource::SsmParameter(p) = &w.image
         {
-            aws.glance_ssm_parameter(p, not_before).await?.hash(&mut h);
+            view.image = Some(aws.glance_ssm_parameter(p, not_before).await?);
         }
     }
     if looks.console {
-        // Defenders report the cluster override when one is set (as in the full observation).
-        let cluster =
-            desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
-        match consoles.get(console, not_before).await {
+        view.console = Some(match consoles.get(console, not_before).await {
             (asked, Some((version, defenders))) => {
                 console_version = Some((version.clone(), asked));
-                let connected: BTreeSet<&str> = defenders
-                    .iter()
-                    .filter(|d| d.connected && d.cluster == cluster)
-                    .map(|d| d.hostname.as_str())
-                    .collect();
-                (version, connected).hash(&mut h);
+                Some((version, connected_hosts(desired, &defenders)))
             }
             // Never equal to an earlier glance: the full pass finds out what is wrong.
-            (_, None) => Instant::now().hash(&mut h),
-        }
+            (_, None) => None,
+        });
     }
-    Ok(Glance { fingerprint: h.finish(), service, console_version })
+    let fingerprint = view.fingerprint(looks).unwrap_or_else(|| {
+        let mut h = DefaultHasher::new();
+        Instant::now().hash(&mut h);
+        h.finish()
+    });
+    Ok(Glance { fingerprint, service: view.service, console_version })
+}
+
+/// The hosts of the cluster's connected Defenders in a Console's list. Defenders report the
+/// cluster override when one is set (as in the full observation).
+fn connected_hosts(desired: &Desired, defenders: &[Defender]) -> BTreeSet<String> {
+    let cluster = desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
+    defenders.iter().filter(|d| d.connected && d.cluster == cluster).map(|d| d.hostname.clone()).collect()
+}
+
+/// What a glance compares: each part `None` when not looked at (the Console's inner `None`: it
+/// did not answer).
+#[derive(Debug, Default)]
+pub struct View {
+    cluster: Option<Option<crate::aws::ecs::Cluster>>,
+    service: Option<Option<crate::aws::ecs::Service>>,
+    group: Option<Option<crate::aws::autoscaling::AutoScalingGroup>>,
+    launch_template: Option<Option<crate::aws::ec2::LaunchTemplate>>,
+    image: Option<Option<String>>,
+    console: Option<Option<(String, BTreeSet<String>)>>,
+}
+
+impl View {
+    /// The same parts as a full pass saw them: what it judged is the baseline the next glance is
+    /// compared with (a change between the glance and the full pass is then not looked at twice).
+    /// `None` when the pass did not see every part `looks` names.
+    pub fn observed(desired: &Desired, o: &Observed, looks: Looks) -> Option<u64> {
+        let cluster = o.cluster.clone()?; // no cluster: nothing else was looked at
+        let workers = desired.workers.as_ref();
+        let image = match workers.map(|w| &w.image) {
+            Some(ImageSource::SsmParameter(_)) if looks.image => {
+                Some(Some(o.launch_inputs.as_ref()?.image_id.clone().ok()?))
+            }
+            _ => None,
+        };
+        let console = match looks.console {
+            true => {
+                let version = o.console_version.clone()?;
+                Some(Some((version, connected_hosts(desired, o.defenders.as_deref()?))))
+            }
+            false => None,
+        };
+        let view = View {
+            cluster: looks.cluster.then_some(Some(cluster)),
+            service: looks.service.then(|| o.service.clone()),
+            group: (looks.group && workers.is_some()).then(|| o.auto_scaling_group.clone()),
+            launch_template: (looks.launch_template && workers.is_some()).then(|| o.launch_template.clone()),
+            image,
+            console,
+        };
+        view.fingerprint(looks)
+    }
+
+    /// `None` when the Console was looked at and did not answer (never equal to anything).
+    fn fingerprint(&self, looks: Looks) -> Option<u64> {
+        let mut h = DefaultHasher::new();
+        looks.hash(&mut h);
+        if let Some(c) = &self.cluster {
+            c.as_ref()
+                .map(|c| {
+                    (&c.status, c.registered_container_instances, c.active_services, c.running_tasks, c.pending_tasks)
+                })
+                .hash(&mut h);
+        }
+        if let Some(s) = &self.service {
+            s.as_ref()
+                .map(|s| {
+                    let deployments: Vec<_> = s
+                        .deployments
+                        .iter()
+                        .map(|d| (&d.status, &d.task_definition, &d.rollout_state, d.running))
+                        .collect();
+                    (&s.arn, &s.status, &s.task_definition, s.desired, s.running, deployments)
+                })
+                .hash(&mut h);
+        }
+        if let Some(g) = &self.group {
+            g.as_ref()
+                .map(|g| {
+                    let instances: Vec<_> = g
+                        .instances
+                        .iter()
+                        .map(|i| (&i.id, &i.lifecycle_state, &i.launch_template_version, &i.launch_configuration_name))
+                        .collect();
+                    let launch = (&g.launch_template_id, &g.launch_template_version, &g.launch_configuration_name);
+                    ((g.min_size, g.max_size, g.desired_capacity), instances, &g.subnet_ids, launch, &g.status)
+                })
+                .hash(&mut h);
+        }
+        if let Some(lt) = &self.launch_template {
+            lt.as_ref().map(|t| (&t.id, t.default_version, t.latest_version)).hash(&mut h);
+        }
+        if let Some(i) = &self.image {
+            i.hash(&mut h);
+        }
+        if let Some(c) = &self.console {
+            c.as_ref()?.hash(&mut h);
+        }
+        Some(h.finish())
+    }
 }
 
 /// A glance: its fingerprint, and the service and Console version as it read them (the full pass
@@ -511,6 +586,49 @@ mod tests {
         // Before the cluster exists nothing else is read: only the launch inputs are recalled.
         let r = Recall::of(&d, &Observed { cluster: None, ..o.clone() }, &[]);
         assert_eq!((r.task_definition, r.network.is_some()), (None, true));
+    }
+
+    #[test]
+    fn a_full_pass_sees_the_same_fingerprint_a_glance_takes_of_the_same_world() {
+        let d = crate::validate::validate(&crate::fixtures::sample("demo")).unwrap();
+        let cluster = crate::aws::ecs::Cluster {
+            arn: "arn:cluster/demo".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+            registered_container_instances: 2,
+            active_services: 1,
+            running_tasks: 2,
+            pending_tasks: 0,
+            tags: Default::default(),
+        };
+        let defender = |host: &str, cluster: &str| Defender {
+            hostname: host.into(),
+            connected: true,
+            cluster: cluster.into(),
+            version: "34.03.138".into(),
+            cloud_metadata: Default::default(),
+        };
+        let looks = Looks { cluster: true, console: true, ..Default::default() };
+        let o = Observed {
+            cluster: Some(cluster.clone()),
+            console_version: Some("34.03.138".into()),
+            defenders: Some(vec![defender("ip-10-0-0-1", "demo"), defender("ip-10-0-0-2", "demo")]),
+            ..Default::default()
+        };
+        // The glance lists every Defender of the Console and keeps the cluster's.
+        let all = [defender("ip-10-0-0-2", "demo"), defender("ip-10-0-0-1", "demo"), defender("other", "x")];
+        let glanced = View {
+            cluster: Some(Some(cluster)),
+            console: Some(Some(("34.03.138".into(), connected_hosts(&d, &all)))),
+            ..Default::default()
+        };
+        assert_eq!(View::observed(&d, &o, looks), glanced.fingerprint(looks));
+        let one_less = Observed { defenders: Some(vec![defender("ip-10-0-0-1", "demo")]), ..o.clone() };
+        assert_ne!(View::observed(&d, &one_less, looks), glanced.fingerprint(looks));
+        // A part the pass did not see: no baseline from it.
+        assert_eq!(View::observed(&d, &Observed { defenders: None, ..o.clone() }, looks), None);
+        let steady = Looks::steady(&d);
+        assert_eq!(View::observed(&d, &o, steady), None, "no launch inputs, so no AMI seen");
     }
 
     #[test]

@@ -219,13 +219,21 @@ async fn run_pipeline(
             let waited = Timestamp::now().duration_since(t.0).unsigned_abs();
             now + deadline.saturating_sub(waited)
         });
+        let next = if waiting { glance::Looks::waiting(&desired, &plan) } else { glance::Looks::steady(&desired) };
+        // The baseline for the next glance: what this pass saw of the same parts when it saw them
+        // all (a resource that just became Ready then compares its first resync's glance with
+        // that), else this reconcile's own glance.
+        let (looked, fingerprint) = match glance::View::observed(&desired, &observed, next) {
+            Some(seen) => (next, seen),
+            None => (looks, fingerprint),
+        };
         ctx.memos.put(
             &desired.uid,
             glance::Memo {
                 generation: desired.generation,
                 inputs,
-                looked: looks,
-                looks: if waiting { glance::Looks::waiting(&desired, &plan) } else { glance::Looks::steady(&desired) },
+                looked,
+                looks: next,
                 fingerprint,
                 // What is being removed is not in the glance: such waits look fully each time.
                 settled: suspended
