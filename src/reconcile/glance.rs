@@ -2,14 +2,16 @@
 //! waits for or guards changes: the cluster's counts and the Auto Scaling group, launch template and
 //! AMI parameter (batched across the fleet, [`crate::aws::fleet`]), the service (one
 //! DescribeServices, the only read that is truly per cluster) and the Console's version and
-//! connected Defenders (one paged list per Console, shared). The [`Memo`] remembers the glance
-//! taken before the last full pass; when that pass changed nothing and the glance is still the
-//! same, the reconcile stops there: no full observation, no status patch. Anything else (a new
-//! generation, a changed Secret, a pass that changed something, a deep resync due, a progress
-//! deadline reached) runs the whole pipeline.
+//! connected Defenders (one paged list per Console, shared). The [`Memo`] remembers what the last
+//! full pass saw of those parts ([`View::observed`]; the glance taken before it when the pass did
+//! not see them all); when that pass changed nothing and the next glance is the same, the
+//! reconcile stops there: no full observation, no status patch. Anything else (a new generation,
+//! a changed Secret, a pass that changed something, a deep resync due, a progress deadline
+//! reached) runs the whole pipeline.
 //!
-//! The glance is taken *before* the full observation, so a change that lands in between shows as
-//! a different glance next time: a glance can make a reconcile late, never blind.
+//! The baseline is what the full pass judged (or a glance taken before it), so a change that
+//! lands after it shows as a different glance next time: a glance can make a reconcile late,
+//! never blind.
 
 use std::{
     collections::{BTreeSet, HashMap},
