@@ -58,7 +58,8 @@ fn saas_console() -> SandboxOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saas_prefix_tls_ca_project_and_token_renewal() {
     let logs = logs();
-    let h = Harness::start_with(saas_console()).await.unwrap();
+    // Resyncs every 2 s: each Ready resource's glance asks the Console again within a second or so.
+    let h = Harness::start_full(saas_console(), |c| c.steady_requeue = Duration::from_secs(2)).await.unwrap();
     let console = h.sandbox.console().clone();
     assert!(console.url().starts_with("https://") && console.url().ends_with("/us-2-158256885"));
     h.put_secret("console-ca", &[("ca.crt", &console.ca_pem().unwrap())]).await.unwrap();
@@ -81,7 +82,8 @@ async fn saas_prefix_tls_ca_project_and_token_renewal() {
             .contains("project=Team"))
     );
 
-    // Tokens expire mid-session: the operator logs in again on the 401 and carries on.
+    // Tokens expire mid-session: the operator logs in again on the 401 at its next Console call (a
+    // resync's glance) and carries on.
     let logins =
         |c: &sandbox::console::ConsoleSim| c.requests().iter().filter(|r| r.endpoint == "authenticate").count();
     let before = logins(&console);
