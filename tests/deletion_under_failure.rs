@@ -80,7 +80,9 @@ async fn nudge(h: &Harness, name: &str, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_outage_holds_up_only_what_needs_the_console_and_is_retried_with_backoff() {
-    let h = Harness::start().await.unwrap();
+    // Resyncs every 2 s, so a Ready resource's glance asks the Console again (at the default 300 s
+    // resync a quiet look takes the Console's shared answer, up to half a resync old).
+    let h = Harness::start_full(Default::default(), |c| c.steady_requeue = Duration::from_secs(2)).await.unwrap();
     // The Console fails every call, login included, from the start: its login is checked before
     // the first AWS change (a wrong password must cost nothing), so nothing is created yet.
     h.sandbox.console().faults().inject(FaultRule::everywhere(ConsoleFault::ServerError));
