@@ -441,7 +441,7 @@ impl Memo {
 pub struct Memos(Arc<Mutex<MemoMap>>);
 
 #[derive(Default)]
-pub struct MemoMap {
+struct MemoMap {
     memos: HashMap<String, Memo>,
     /// How often each resource's memo was forgotten: a pass that read its Secrets before a
     /// forget must not leave a memo after it.

@@ -139,6 +139,10 @@ pub async fn fetch_needs(
     reads: &Reads,
     o: &mut Observed,
 ) -> Result<(), ObserveError> {
+    // The glance's (shared, fresh) answer stands in for asking the Console its version.
+    if o.console_version.is_none() {
+        o.console_version = reads.console_version.clone();
+    }
     for need in needs {
         match need {
             Need::LaunchInputs => o.launch_inputs = Some(describe_launch_inputs(aws, desired, reads).await?),
@@ -168,18 +172,14 @@ pub async fn fetch_needs(
                     Some(aws.list_stopped_service_tasks(&desired.cluster_name, &desired.service_name).await?);
             }
             Need::Stale => o.stale = Some(describe_stale(aws, desired, o).await?),
-            Need::ConsoleVersion if reads.console_version.is_some() => {
-                o.console_version = reads.console_version.clone()
-            }
+            Need::ConsoleVersion if o.console_version.is_some() => {}
             Need::ConsoleVersion => {
                 if let Some(v) = ask(console, &mut o.console_unavailable, console.version()).await? {
                     o.console_version = Some(v);
                 }
             }
             Need::GeneratedTaskDefinition => {
-                if o.console_version.is_none() && reads.console_version.is_some() {
-                    o.console_version = reads.console_version.clone();
-                } else if o.console_version.is_none() {
+                if o.console_version.is_none() {
                     o.console_version = ask(console, &mut o.console_unavailable, console.version()).await?;
                 }
                 let Some(version) = o.console_version.clone() else { continue };
