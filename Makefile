@@ -8,9 +8,10 @@ CHART_CRD := charts/ecs-defender-operator/files/crds/ecsdefenderdeployments.ecsd
 .PHONY: test soak demo tools build release crd lint fmt sandbox image chart bench
 TOOL = $(shell bash hack/install-test-tools.sh --print-env | sed -n 's/^$(1)=//p')
 
-## test: install what tests need (once), then run every test
+## test: install what tests need (once), then run every test: the test binaries two at a time
+## (hack/test.sh; TEST_LANES=1 for one at a time). One binary: cargo test --workspace --locked --test NAME
 test: tools
-	cargo test --workspace --all-targets --locked
+	bash hack/test.sh
 
 ## soak: the long reliability runs `make test` shortens: every crash point (about 90, ~40 min) and
 ## a five-minute AWS outage; CRASH_SEED picks another draw of failovers
