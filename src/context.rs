@@ -19,6 +19,7 @@ use crate::{
     reconcile::{
         glance::{ConsoleGlances, Memos},
         ownership::Ownership,
+        wake::Wakeups,
     },
 };
 
@@ -36,6 +37,8 @@ pub struct Config {
     /// Longest wait between looks while a resource waits without progress (the waits double
     /// from `converging_requeue`).
     pub max_wait: Duration,
+    /// Reconciles running at once; 0: unbounded.
+    pub concurrency: u16,
     /// A full observation of a Ready resource at least this often; resyncs in between glance at
     /// the cheap reads only (src/reconcile/glance.rs).
     pub deep_resync: Duration,
@@ -71,6 +74,7 @@ impl Default for Config {
             stalled_requeue: Duration::from_secs(300),
             max_backoff: Duration::from_secs(300),
             max_wait: Duration::from_secs(60),
+            concurrency: 64,
             deep_resync: Duration::from_secs(24 * 3600),
             aws_endpoint_url: None,
             namespace: None,
@@ -100,5 +104,7 @@ pub struct Context {
     /// The last full pass of each resource, for quiet reconciles (src/reconcile/glance.rs).
     pub memos: Memos,
     /// The Console's answers shared by the glances of every resource using it.
-    pub console_glances: ConsoleGlances,
+    pub console_glances: Arc<ConsoleGlances>,
+    /// Resources waiting for Defenders, woken when their Console lists a change (wake.rs).
+    pub wakeups: Arc<Wakeups>,
 }

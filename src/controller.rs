@@ -59,11 +59,15 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
              kubectl apply -f crds/ecsdefenderdeployments.ecsdefender.io.yaml"
         );
     }
-    // Losers of an ownership conflict are re-queued through this channel when the owner goes.
+    // Losers of an ownership conflict are re-queued through this channel when the owner goes, and
+    // resources waiting for Defenders when their Console lists a change.
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
     // Back on its feet within seconds of the API server's return (the default backoff, kind to a
     // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
-    let mut controller = Controller::new(api, watch).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
+    let mut controller = Controller::new(api, watch)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .trigger_backoff(QuickBackoff::default())
+        .reconcile_on(requeued);
     let memos = reconcile::glance::Memos::default();
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone())
@@ -78,7 +82,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
             client.clone(),
             Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() },
         ),
-        ownership: Ownership::new(controller.store(), requeue),
+        ownership: Ownership::new(controller.store(), requeue.clone()),
+        wakeups: reconcile::wake::Wakeups::new(requeue, memos.clone(), config.converging_requeue),
         memos: memos.clone(),
         console_glances: Default::default(),
         client,
@@ -196,6 +201,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     let Some(edd) = api.get_opt(&cached.name_any()).await? else {
         // Gone (its finalizer removed elsewhere): whoever waited for its names goes on.
         ctx.memos.drop_resource(&cached.uid().unwrap_or_default());
+        ctx.wakeups.done(&cached.uid().unwrap_or_default());
         ctx.ownership.release(&cached.uid().unwrap_or_default()).await;
         return Ok(Action::await_change());
     };
@@ -203,6 +209,7 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     let has_finalizer = edd.finalizers().iter().any(|f| f == FINALIZER);
     if edd.metadata.deletion_timestamp.is_some() {
         ctx.memos.forget(&edd.uid().unwrap_or_default());
+        ctx.wakeups.done(&edd.uid().unwrap_or_default());
         if !has_finalizer {
             return Ok(Action::await_change());
         }

@@ -51,6 +51,11 @@ struct Args {
     /// Longest wait between looks while a resource waits without progress.
     #[arg(long, env = "MAX_WAIT_SECONDS", default_value_t = 60)]
     max_wait_seconds: u64,
+    /// Reconciles that run at once (0: no bound). Each holds what it read and is about to write;
+    /// the bound keeps memory flat when thousands of resources start together (the AWS and Console
+    /// budgets, not this, pace the calls).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
+    max_concurrent_reconciles: u16,
     /// Seconds between resyncs of a Ready resource (each one a glance: one DescribeServices per
     /// resource plus batched reads; drift in them is repaired within one resync).
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
@@ -214,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
         converging_requeue: Duration::from_secs(args.requeue_converging_seconds),
         steady_requeue: Duration::from_secs(args.resync_seconds),
         max_wait: Duration::from_secs(args.max_wait_seconds),
+        concurrency: args.max_concurrent_reconciles,
         deep_resync: Duration::from_secs(args.deep_resync_seconds),
         aws_endpoint_url: args.aws_endpoint_url,
         namespace: args.namespace,

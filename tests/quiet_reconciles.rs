@@ -219,3 +219,34 @@ async fn a_wait_that_goes_on_backs_off_and_reads_only_what_it_waits_for() {
     h.api.patch("stuck", &Default::default(), &kube::api::Patch::Merge(patch)).await.unwrap();
     h.wait_condition("stuck", "Ready", "True", READY_TIMEOUT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_waiting_for_its_defenders_is_woken_when_they_connect() {
+    use sandbox::{
+        console::{ConsoleConfig, ConsoleVariant},
+        world::SandboxOptions,
+    };
+    // The Console lists each Defender's cluster only 40 s after it connects. The wait for them
+    // backs off (looks at 1, 3, 7, 15, 31, 63 s after the last progress), so without a wake the
+    // look after the clusters show comes ≥ 17 s late whenever the tasks started.
+    let delay = Duration::from_secs(40);
+    let console = ConsoleConfig { variant: ConsoleVariant::ClusterLate, cluster_delay: delay, ..Default::default() };
+    let h = Harness::start_with(SandboxOptions { console: Some(console), ..Default::default() }).await.unwrap();
+    h.create(&h.sample("woken")).await.unwrap();
+    let edd = h.wait_condition("woken", "Ready", "True", READY_TIMEOUT).await;
+    let ready_at =
+        edd.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().last_transition_time;
+    let visible_at = h
+        .sandbox
+        .console()
+        .defenders()
+        .iter()
+        .filter(|d| d.cluster == "woken")
+        .map(|d| d.cluster_visible_at)
+        .max()
+        .expect("the resource's Defenders");
+    let lag = (ready_at.0.as_millisecond() - visible_at.timestamp_millis()) as f64 / 1000.0;
+    println!("Ready {lag:.1} s after the last Defender's cluster showed");
+    // lastTransitionTime has whole seconds.
+    assert!(lag <= 8.0, "Ready {lag:.1} s after the Console listed the last Defender in its cluster");
+}

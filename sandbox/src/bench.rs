@@ -67,6 +67,8 @@ pub struct BenchConfig {
     pub aws_rate_limits: Option<String>,
     /// `CONSOLE_RATE_LIMIT` for the operator (`off`, say); `None`: its default.
     pub console_rate_limit: Option<String>,
+    /// The operator's `RUST_LOG`.
+    pub operator_log: String,
     /// Wait after the last Ready before the steady window (the tail of convergence).
     pub settle: Duration,
     /// Give up waiting for Ready after this long (the case reports how many were).
@@ -93,6 +95,7 @@ impl BenchConfig {
             resync: None,
             aws_rate_limits: None,
             console_rate_limit: None,
+            operator_log: "info".to_string(),
             settle: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(20 * 60),
             repair: true,
@@ -109,6 +112,7 @@ impl BenchConfig {
     fn operator_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> =
             self.resync.iter().map(|r| ("RESYNC_SECONDS".to_string(), r.as_secs().max(1).to_string())).collect();
+        env.push(("RUST_LOG".to_string(), self.operator_log.clone()));
         env.extend(self.aws_rate_limits.iter().map(|l| ("AWS_RATE_LIMITS".to_string(), l.clone())));
         env.extend(self.console_rate_limit.iter().map(|l| ("CONSOLE_RATE_LIMIT".to_string(), l.clone())));
         env

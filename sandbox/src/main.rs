@@ -65,6 +65,10 @@ struct BenchArgs {
     /// Run the operator with this Console rate budget (`off`, say) instead of its default.
     #[arg(long, env = "BENCH_CONSOLE_RATE_LIMIT")]
     console_rate_limit: Option<String>,
+    /// The operator's RUST_LOG (`info,ecs_defender_operator::reconcile=debug` tells why each
+    /// full pass ran); more logging costs the operator CPU.
+    #[arg(long, env = "BENCH_OPERATOR_LOG", default_value = "info")]
+    operator_log: String,
     /// Give up waiting for Ready after this long.
     #[arg(long, env = "BENCH_READY_TIMEOUT_SECONDS", default_value_t = 1200)]
     ready_timeout_seconds: u64,
@@ -88,6 +92,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     cfg.aws_rate_limits = args.aws_rate_limits.clone();
     cfg.console_rate_limit = args.console_rate_limit.clone();
     cfg.ready_timeout = Duration::from_secs(args.ready_timeout_seconds);
+    cfg.operator_log = args.operator_log.clone();
     cfg.repair = !args.no_repair;
     cfg.repair_single = !args.no_repair_single;
     if let Some(dir) = args.json.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {

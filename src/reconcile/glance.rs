@@ -132,7 +132,16 @@ pub async fn take(
 /// The hosts of the cluster's connected Defenders in a Console's list. Defenders report the
 /// cluster override when one is set (as in the full observation).
 fn connected_hosts(desired: &Desired, defenders: &[Defender]) -> BTreeSet<String> {
-    let cluster = desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
+    connected_hosts_of(defender_cluster(desired), defenders)
+}
+
+/// The cluster name a resource's Defenders report: the generator's override, else the ECS cluster's.
+pub fn defender_cluster(desired: &Desired) -> &str {
+    desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name)
+}
+
+/// The hosts of the connected Defenders reporting `cluster`.
+pub fn connected_hosts_of(cluster: &str, defenders: &[Defender]) -> BTreeSet<String> {
     defenders.iter().filter(|d| d.connected && d.cluster == cluster).map(|d| d.hostname.clone()).collect()
 }
 
@@ -184,11 +193,24 @@ impl View {
         let mut h = DefaultHasher::new();
         looks.hash(&mut h);
         if let Some(c) = &self.cluster {
-            c.as_ref()
-                .map(|c| {
-                    (&c.status, c.registered_container_instances, c.active_services, c.running_tasks, c.pending_tasks)
-                })
-                .hash(&mut h);
+            // With the service looked at, its counts are our tasks': the cluster's task and service
+            // counts also move with whatever else runs in it (an adopted cluster's own workloads),
+            // which is no reason for a full pass. Without it, they are how tasks starting show.
+            match looks.service {
+                true => c.as_ref().map(|c| (&c.status, c.registered_container_instances)).hash(&mut h),
+                false => c
+                    .as_ref()
+                    .map(|c| {
+                        (
+                            &c.status,
+                            c.registered_container_instances,
+                            c.active_services,
+                            c.running_tasks,
+                            c.pending_tasks,
+                        )
+                    })
+                    .hash(&mut h),
+            }
         }
         if let Some(s) = &self.service {
             s.as_ref()
@@ -271,7 +293,11 @@ impl ConsoleSlot {
 
 impl ConsoleGlances {
     /// The view, and when it was asked for; `None` when the Console does not answer (or refuses).
-    async fn get(&self, console: &Arc<ConsoleClient>, not_before: Instant) -> (Instant, Option<ConsoleView>) {
+    pub(crate) async fn get(
+        &self,
+        console: &Arc<ConsoleClient>,
+        not_before: Instant,
+    ) -> (Instant, Option<ConsoleView>) {
         let slot = self.views.lock().unwrap().entry(Arc::as_ptr(console) as usize).or_default().clone();
         if let Some(v) = slot.fresh(not_before) {
             return v;
@@ -415,13 +441,35 @@ impl Memo {
     /// Whether a reconcile with this glance may stop without a full pass (one is due at least
     /// every `full_every`).
     pub fn holds(&self, generation: i64, inputs: u64, fingerprint: u64, now: Instant, full_every: Duration) -> bool {
-        self.settled
-            && self.generation == generation
-            && self.inputs == inputs
-            && self.looked == self.looks
-            && self.fingerprint == fingerprint
-            && now < self.last_full + full_every
-            && self.deadline_at.is_none_or(|d| now < d)
+        self.why_full(generation, inputs, fingerprint, now, full_every).is_none()
+    }
+
+    /// Why a reconcile with this glance needs a full pass (logged at debug); `None`: it does not.
+    pub fn why_full(
+        &self,
+        generation: i64,
+        inputs: u64,
+        fingerprint: u64,
+        now: Instant,
+        full_every: Duration,
+    ) -> Option<&'static str> {
+        if !self.settled {
+            Some("the last pass changed something or had something to change")
+        } else if self.generation != generation {
+            Some("the spec changed")
+        } else if self.inputs != inputs {
+            Some("a Secret changed")
+        } else if self.looked != self.looks {
+            Some("the next look covers other parts than the last")
+        } else if self.fingerprint != fingerprint {
+            Some("the glance differs from the last look")
+        } else if now >= self.last_full + full_every {
+            Some("a full look is due")
+        } else if self.deadline_at.is_some_and(|d| now >= d) {
+            Some("the progress deadline is reached")
+        } else {
+            None
+        }
     }
 
     /// The next look of a quiet wait: doubling from `first` up to `max` (like AWS's waiters), never
@@ -484,6 +532,14 @@ impl Memos {
         let m = memos.memos.get_mut(uid)?;
         m.quiet = m.quiet.saturating_add(1);
         Some(m.clone())
+    }
+
+    /// Something the resource waits for changed (wake.rs): its next look is due now, whatever
+    /// the watch brings.
+    pub fn wake(&self, uid: &str) {
+        if let Some(m) = self.0.lock().unwrap().memos.get_mut(uid) {
+            m.due = None;
+        }
     }
 
     /// Records when the resource's next look is due, for the object whose metadata hashes to `meta`.
@@ -631,6 +687,28 @@ mod tests {
         assert_eq!(View::observed(&d, &Observed { defenders: None, ..o.clone() }, looks), None);
         let steady = Looks::steady(&d);
         assert_eq!(View::observed(&d, &o, steady), None, "no launch inputs, so no AMI seen");
+    }
+
+    #[test]
+    fn other_workloads_in_an_adopted_cluster_change_no_ready_glance() {
+        let cluster = |running, pending, services, registered| crate::aws::ecs::Cluster {
+            arn: "arn:cluster/demo".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+            registered_container_instances: registered,
+            active_services: services,
+            running_tasks: running,
+            pending_tasks: pending,
+            tags: Default::default(),
+        };
+        let view = |c| View { cluster: Some(Some(c)), service: Some(None), ..Default::default() };
+        let ready = Looks { cluster: true, service: true, ..Default::default() };
+        let before = view(cluster(2, 0, 1, 2)).fingerprint(ready);
+        assert_eq!(before, view(cluster(7, 3, 4, 2)).fingerprint(ready), "someone else's tasks and services");
+        assert_ne!(before, view(cluster(2, 0, 1, 3)).fingerprint(ready), "a new instance needs a Defender");
+        // Waiting for tasks without looking at the service: the counts are the progress.
+        let waiting = Looks { cluster: true, ..Default::default() };
+        assert_ne!(view(cluster(0, 2, 1, 2)).fingerprint(waiting), view(cluster(2, 0, 1, 2)).fingerprint(waiting));
     }
 
     #[test]

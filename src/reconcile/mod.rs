@@ -17,6 +17,7 @@ pub mod ownership;
 pub mod plan;
 pub mod status;
 pub mod teardown;
+pub mod wake;
 
 use std::{
     sync::Arc,
@@ -128,8 +129,9 @@ async fn run_pipeline(
         Some(g) => g,
         None => take_glance(ctx, &desired, memo.as_ref(), &aws, &console).await?,
     };
-    if let Some(progress) = quiet(ctx, &desired, memo.as_ref(), inputs, &glanced) {
-        return Ok(Ok(progress));
+    match quiet(ctx, &desired, memo.as_ref(), inputs, &glanced) {
+        Ok(progress) => return Ok(Ok(progress)),
+        Err(why) => tracing::debug!(resource = %edd.name_any(), namespace = %ns, why, "full pass"),
     }
     let Glanced { now, not_before, glance, .. } = glanced;
     let fingerprint = glance.fingerprint;
@@ -264,6 +266,22 @@ async fn run_pipeline(
             epoch,
         );
     }
+    // Waiting for Defenders: woken as soon as the Console lists a change in them (wake.rs).
+    let defenders_awaited = !suspended && plan.steps.defenders.state == plan::StepState::Progressing;
+    match (defenders_awaited, observed.defenders.as_deref()) {
+        (true, Some(defenders)) => {
+            let cluster = glance::defender_cluster(&desired);
+            ctx.wakeups.wait_for(
+                &ctx.console_glances,
+                &console,
+                &desired.uid,
+                kube::runtime::reflector::ObjectRef::from_obj(edd),
+                cluster,
+                glance::connected_hosts_of(cluster, defenders),
+            );
+        }
+        _ => ctx.wakeups.done(&desired.uid),
+    }
     if let Some((_, err)) = applied.failed {
         return Ok(Err(Error::Aws(err)));
     }
@@ -346,17 +364,23 @@ fn since(now: Instant, fresh: Duration, memo: Option<&glance::Memo>) -> Instant 
     }
 }
 
-/// (pure, and counts a quiet look) `Some` when the glance is that of the memo's pass and that
+/// (pure, and counts a quiet look) `Ok` when the glance is that of the memo's pass and that
 /// pass changed nothing: the reconcile ends here. A full look comes at least every deep resync
-/// when Ready, every resync while waiting.
-fn quiet(ctx: &Context, desired: &Desired, memo: Option<&glance::Memo>, inputs: u64, g: &Glanced) -> Option<Progress> {
-    let m = memo?;
+/// when Ready, every resync while waiting. `Err`: why not (logged at debug).
+fn quiet(
+    ctx: &Context,
+    desired: &Desired,
+    memo: Option<&glance::Memo>,
+    inputs: u64,
+    g: &Glanced,
+) -> std::result::Result<Progress, &'static str> {
+    let m = memo.ok_or("nothing is remembered of a last pass")?;
     let full_every = if m.waiting { ctx.config.steady_requeue } else { ctx.config.deep_resync };
-    if !m.holds(desired.generation, inputs, g.glance.fingerprint, g.now, full_every) {
-        return None;
+    if let Some(why) = m.why_full(desired.generation, inputs, g.glance.fingerprint, g.now, full_every) {
+        return Err(why);
     }
-    let m = ctx.memos.quiet(&desired.uid)?;
-    Some(if m.waiting {
+    let m = ctx.memos.quiet(&desired.uid).ok_or("the memo was forgotten")?;
+    Ok(if m.waiting {
         Progress::Waiting(m.wait_delay(ctx.config.converging_requeue, ctx.config.max_wait, g.now))
     } else {
         Progress::Steady
@@ -378,7 +402,7 @@ pub async fn glance_first(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) ->
     check_access(cached, ctx).ok()?;
     let g = take_glance(ctx, &d.desired, Some(&memo), &d.aws, &d.console).await.ok()?;
     let inputs = glance::inputs_key(&d.desired, &d.target, &d.console);
-    Some(quiet(ctx, &d.desired, Some(&memo), inputs, &g).ok_or(g))
+    Some(quiet(ctx, &d.desired, Some(&memo), inputs, &g).map_err(|_| g))
 }
 
 /// Nothing on the AWS side is under way (no step but the Console's is progressing, nothing is

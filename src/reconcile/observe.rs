@@ -194,8 +194,7 @@ pub async fn fetch_needs(
             }
             Need::Defenders => {
                 // Defenders report the cluster override when one is set, else the ECS cluster's name.
-                let cluster =
-                    desired.generator_options.get("cluster").and_then(|c| c.as_str()).unwrap_or(&desired.cluster_name);
+                let cluster = super::glance::defender_cluster(desired);
                 o.defenders =
                     ask(console, &mut o.console_unavailable, console.defenders(Some(cluster), Some(true))).await?;
             }
