@@ -14,7 +14,7 @@ trap 'rm -rf "$logs"' EXIT
 
 # Build, and list each test binary with the directory cargo would run it in (its package's).
 cargo test --workspace --all-targets --locked --no-run --message-format=json-render-diagnostics \
-    | grep '"test":true' \
+    | grep -E '"profile":\{[^}]*"test":true' \
     | sed -n 's/.*"manifest_path":"\([^"]*\)\/Cargo.toml".*"executable":"\([^"]*\)".*/\2 \1/p' \
     > "$logs/binaries"
 

@@ -37,7 +37,7 @@ pub struct Config {
     /// Longest wait between looks while a resource waits without progress (the waits double
     /// from `converging_requeue`).
     pub max_wait: Duration,
-    /// Reconciles running at once; 0: unbounded.
+    /// Full passes (anything beyond a quiet look) running at once; 0: unbounded.
     pub concurrency: u16,
     /// A full observation of a Ready resource at least this often; resyncs in between glance at
     /// the cheap reads only (src/reconcile/glance.rs).
@@ -103,6 +103,8 @@ pub struct Context {
     pub ownership: Ownership,
     /// The last full pass of each resource, for quiet reconciles (src/reconcile/glance.rs).
     pub memos: Memos,
+    /// Full passes running at once (`Config::concurrency`); quiet looks take no permit.
+    pub full_passes: tokio::sync::Semaphore,
     /// The Console's answers shared by the glances of every resource using it.
     pub console_glances: Arc<ConsoleGlances>,
     /// Resources waiting for Defenders, woken when their Console lists a change (wake.rs).

@@ -64,10 +64,14 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
     let (requeue, requeued) = futures::channel::mpsc::unbounded();
     // Back on its feet within seconds of the API server's return (the default backoff, kind to a
     // struggling server with thousands of clients, waits up to 30 s; this operator is one client).
-    let mut controller = Controller::new(api, watch)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .trigger_backoff(QuickBackoff::default())
-        .reconcile_on(requeued);
+    // The cache keeps every resource for as long as it exists: without its managedFields (which
+    // we never read, and which are most of a resource's size once status is written) it is a
+    // fraction of the memory.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let resources =
+        kube::runtime::reflector(writer, watcher(api, watch).modify(strip_managed_fields)).applied_objects();
+    let mut controller =
+        Controller::for_stream(resources, reader).trigger_backoff(QuickBackoff::default()).reconcile_on(requeued);
     let memos = reconcile::glance::Memos::default();
     let ctx = Arc::new(Context {
         aws: AwsPool::new(config.aws_endpoint_url.clone(), metrics.clone())
@@ -86,6 +90,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
         wakeups: reconcile::wake::Wakeups::new(requeue, memos.clone(), config.converging_requeue),
         memos: memos.clone(),
         console_glances: Default::default(),
+        full_passes: tokio::sync::Semaphore::new(match config.concurrency {
+            0 => tokio::sync::Semaphore::MAX_PERMITS,
+            n => n.into(),
+        }),
         client,
         metrics,
         config,
@@ -194,17 +202,21 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
         Some(Err(glanced)) => Some(glanced),
         None => None,
     };
+    // Quiet looks run side by side (their batched reads are shared); a full pass holds what it
+    // read and is about to write, so only so many run at once (MAX_CONCURRENT_RECONCILES).
+    let _permit = ctx.full_passes.acquire().await.expect("the semaphore is never closed");
     let api: Api<EcsDefenderDeployment> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     // The watch cache can lag our own last status patch; status is built on the previous status
     // and written by server-side apply (which drops any field left out), so start from the
     // apiserver's current copy.
-    let Some(edd) = api.get_opt(&cached.name_any()).await? else {
+    let Some(mut edd) = api.get_opt(&cached.name_any()).await? else {
         // Gone (its finalizer removed elsewhere): whoever waited for its names goes on.
         ctx.memos.drop_resource(&cached.uid().unwrap_or_default());
         ctx.wakeups.done(&cached.uid().unwrap_or_default());
         ctx.ownership.release(&cached.uid().unwrap_or_default()).await;
         return Ok(Action::await_change());
     };
+    strip_managed_fields(&mut edd);
     let edd = &edd;
     let has_finalizer = edd.finalizers().iter().any(|f| f == FINALIZER);
     if edd.metadata.deletion_timestamp.is_some() {
@@ -232,6 +244,11 @@ async fn reconcile_inner(cached: &EcsDefenderDeployment, ctx: &Arc<Context>) -> 
     }
     let progress = reconcile::reconcile_apply(edd, ctx, pre).await?;
     Ok(requeue(edd, ctx, progress))
+}
+
+/// Drops what the operator never reads and is most of a resource's size in memory.
+fn strip_managed_fields(edd: &mut EcsDefenderDeployment) {
+    edd.managed_fields_mut().clear();
 }
 
 /// When to look again after `progress`.

@@ -51,9 +51,9 @@ struct Args {
     /// Longest wait between looks while a resource waits without progress.
     #[arg(long, env = "MAX_WAIT_SECONDS", default_value_t = 60)]
     max_wait_seconds: u64,
-    /// Reconciles that run at once (0: no bound). Each holds what it read and is about to write;
-    /// the bound keeps memory flat when thousands of resources start together (the AWS and Console
-    /// budgets, not this, pace the calls).
+    /// Reconciles past their quiet look (full passes, teardowns) that run at once (0: no bound).
+    /// Each holds what it read and is about to write; the bound keeps memory flat when thousands
+    /// of resources start together. Quiet looks are not bounded: their batched reads are shared.
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
     max_concurrent_reconciles: u16,
     /// Seconds between resyncs of a Ready resource (each one a glance: one DescribeServices per

@@ -43,6 +43,9 @@ pub struct Looks {
     pub launch_template: bool,
     pub image: bool,
     pub console: bool,
+    /// A Ready resource's look: the cluster's task and service counts do not count (see
+    /// `View::fingerprint`).
+    pub ready: bool,
 }
 
 impl Looks {
@@ -56,6 +59,7 @@ impl Looks {
             launch_template: workers.is_some_and(|w| w.kind == WorkerKind::LaunchTemplate),
             image: workers.is_some_and(|w| matches!(w.image, ImageSource::SsmParameter(_))),
             console: true,
+            ready: true,
         }
     }
 
@@ -76,6 +80,7 @@ impl Looks {
             image: false,
             // The Console generates the task definition and lists the Defenders.
             console: progressing(s.task_definition.state) || progressing(s.defenders.state),
+            ready: false,
         }
     }
 }
@@ -193,10 +198,11 @@ impl View {
         let mut h = DefaultHasher::new();
         looks.hash(&mut h);
         if let Some(c) = &self.cluster {
-            // With the service looked at, its counts are our tasks': the cluster's task and service
-            // counts also move with whatever else runs in it (an adopted cluster's own workloads),
-            // which is no reason for a full pass. Without it, they are how tasks starting show.
-            match looks.service {
+            // Ready, the service's counts are our tasks': the cluster's task and service counts also
+            // move with whatever else runs in it (an adopted cluster's own workloads), which is no
+            // reason for a full pass. While waiting they are how tasks starting show (and they may
+            // catch up with the service's only later: the full pass lists tasks by them).
+            match looks.ready {
                 true => c.as_ref().map(|c| (&c.status, c.registered_container_instances)).hash(&mut h),
                 false => c
                     .as_ref()
@@ -702,13 +708,14 @@ mod tests {
             tags: Default::default(),
         };
         let view = |c| View { cluster: Some(Some(c)), service: Some(None), ..Default::default() };
-        let ready = Looks { cluster: true, service: true, ..Default::default() };
+        let ready = Looks { cluster: true, service: true, ready: true, ..Default::default() };
         let before = view(cluster(2, 0, 1, 2)).fingerprint(ready);
         assert_eq!(before, view(cluster(7, 3, 4, 2)).fingerprint(ready), "someone else's tasks and services");
         assert_ne!(before, view(cluster(2, 0, 1, 3)).fingerprint(ready), "a new instance needs a Defender");
-        // Waiting for tasks without looking at the service: the counts are the progress.
-        let waiting = Looks { cluster: true, ..Default::default() };
+        // Waiting for tasks: the counts are the progress (and may catch up with the service's later).
+        let waiting = Looks { cluster: true, service: true, ..Default::default() };
         assert_ne!(view(cluster(0, 2, 1, 2)).fingerprint(waiting), view(cluster(2, 0, 1, 2)).fingerprint(waiting));
+        assert_ne!(view(cluster(0, 0, 1, 2)).fingerprint(waiting), view(cluster(1, 0, 1, 2)).fingerprint(waiting));
     }
 
     #[test]

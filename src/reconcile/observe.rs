@@ -103,7 +103,9 @@ pub async fn describe_world(
         Some(s) => s,
         None => aws.describe_service(&desired.cluster_name, &desired.service_name).await?,
     };
-    if counts.1 > 0 && o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
+    // Either count may show tasks first (both are eventually consistent).
+    let tasks_shown = counts.1 > 0 || o.service.as_ref().is_some_and(|s| s.running > 0);
+    if tasks_shown && o.service.as_ref().is_some_and(|s| s.status != "INACTIVE") {
         o.tasks = aws.list_service_tasks(&desired.cluster_name, &desired.service_name).await?;
     }
     if let Some(want) = desired.secrets.secrets_manager() {
