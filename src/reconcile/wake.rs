@@ -83,11 +83,6 @@ impl Wakeups {
         }
     }
 
-    /// How many resources wait on some Console.
-    pub fn waiting(&self) -> usize {
-        self.watches.lock().unwrap().values().map(|w| w.waiters.len()).sum()
-    }
-
     /// (IO) Polls one Console while anyone waits on it; ends when no one does.
     async fn poll(self: Arc<Self>, key: usize, glances: Arc<ConsoleGlances>, console: Arc<ConsoleClient>) {
         let mut pause = self.interval;
