@@ -444,13 +444,8 @@ impl std::fmt::Debug for Dereferenced {
 }
 
 impl Memo {
-    /// Whether a reconcile with this glance may stop without a full pass (one is due at least
-    /// every `full_every`).
-    pub fn holds(&self, generation: i64, inputs: u64, fingerprint: u64, now: Instant, full_every: Duration) -> bool {
-        self.why_full(generation, inputs, fingerprint, now, full_every).is_none()
-    }
-
-    /// Why a reconcile with this glance needs a full pass (logged at debug); `None`: it does not.
+    /// Why a reconcile with this glance needs a full pass (logged at debug); `None`: it may stop
+    /// without one (one is due at least every `full_every`).
     pub fn why_full(
         &self,
         generation: i64,
@@ -581,6 +576,20 @@ pub fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
 mod tests {
     use super::*;
 
+    /// The cluster `demo` with these counts.
+    fn cluster(running: i32, pending: i32, services: i32, registered: i32) -> crate::aws::ecs::Cluster {
+        crate::aws::ecs::Cluster {
+            arn: "arn:cluster/demo".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+            registered_container_instances: registered,
+            active_services: services,
+            running_tasks: running,
+            pending_tasks: pending,
+            tags: Default::default(),
+        }
+    }
+
     fn memo() -> Memo {
         Memo {
             generation: 1,
@@ -605,16 +614,7 @@ mod tests {
     #[test]
     fn a_recall_keeps_what_the_pass_read_and_drops_what_it_changed() {
         let d = crate::validate::validate(&crate::fixtures::sample("demo")).unwrap();
-        let cluster = crate::aws::ecs::Cluster {
-            arn: "arn:cluster/demo".into(),
-            name: "demo".into(),
-            status: "ACTIVE".into(),
-            registered_container_instances: 0,
-            active_services: 0,
-            running_tasks: 0,
-            pending_tasks: 0,
-            tags: Default::default(),
-        };
+        let cluster = cluster(0, 0, 0, 0);
         let inputs = LaunchInputs {
             image_id: Ok("ami-1".into()),
             security_group_ids: vec![],
@@ -655,16 +655,7 @@ mod tests {
     #[test]
     fn a_full_pass_sees_the_same_fingerprint_a_glance_takes_of_the_same_world() {
         let d = crate::validate::validate(&crate::fixtures::sample("demo")).unwrap();
-        let cluster = crate::aws::ecs::Cluster {
-            arn: "arn:cluster/demo".into(),
-            name: "demo".into(),
-            status: "ACTIVE".into(),
-            registered_container_instances: 2,
-            active_services: 1,
-            running_tasks: 2,
-            pending_tasks: 0,
-            tags: Default::default(),
-        };
+        let cluster = cluster(2, 0, 1, 2);
         let defender = |host: &str, cluster: &str| Defender {
             hostname: host.into(),
             connected: true,
@@ -697,16 +688,6 @@ mod tests {
 
     #[test]
     fn other_workloads_in_an_adopted_cluster_change_no_ready_glance() {
-        let cluster = |running, pending, services, registered| crate::aws::ecs::Cluster {
-            arn: "arn:cluster/demo".into(),
-            name: "demo".into(),
-            status: "ACTIVE".into(),
-            registered_container_instances: registered,
-            active_services: services,
-            running_tasks: running,
-            pending_tasks: pending,
-            tags: Default::default(),
-        };
         let view = |c| View { cluster: Some(Some(c)), service: Some(None), ..Default::default() };
         let ready = Looks { cluster: true, service: true, ready: true, ..Default::default() };
         let before = view(cluster(2, 0, 1, 2)).fingerprint(ready);
@@ -723,16 +704,19 @@ mod tests {
         let now = Instant::now();
         let day = Duration::from_secs(86400);
         let m = memo();
-        assert!(m.holds(1, 7, 42, now, day));
-        assert!(!m.holds(1, 7, 43, now, day), "the glance changed");
-        assert!(!m.holds(2, 7, 42, now, day), "a new generation");
-        assert!(!m.holds(1, 8, 42, now, day), "a Secret changed");
-        assert!(!Memo { settled: false, ..memo() }.holds(1, 7, 42, now, day), "the pass changed something");
-        assert!(!m.holds(1, 7, 42, now + day + Duration::from_secs(1), day), "the deep resync is due");
-        let other = Looks { cluster: true, ..Default::default() };
-        assert!(!Memo { looks: other, ..memo() }.holds(1, 7, 42, now, day), "the next glance looks elsewhere");
+        let why =
+            |m: &Memo, generation, inputs, fingerprint, now| m.why_full(generation, inputs, fingerprint, now, day);
+        assert_eq!(why(&m, 1, 7, 42, now), None, "the same glance after a settled pass: quiet");
+        assert_eq!(why(&m, 1, 7, 43, now), Some("the glance differs from the last look"));
+        assert_eq!(why(&m, 2, 7, 42, now), Some("the spec changed"));
+        assert_eq!(why(&m, 1, 8, 42, now), Some("a Secret changed"));
+        let unsettled = Memo { settled: false, ..memo() };
+        assert_eq!(why(&unsettled, 1, 7, 42, now), Some("the last pass changed something or had something to change"));
+        assert_eq!(why(&m, 1, 7, 42, now + day + Duration::from_secs(1)), Some("a full look is due"));
+        let other = Memo { looks: Looks { cluster: true, ..Default::default() }, ..memo() };
+        assert_eq!(why(&other, 1, 7, 42, now), Some("the next look covers other parts than the last"));
         let deadline = Memo { deadline_at: Some(now), ..memo() };
-        assert!(!deadline.holds(1, 7, 42, now, day), "the progress deadline is reached");
+        assert_eq!(why(&deadline, 1, 7, 42, now), Some("the progress deadline is reached"));
     }
 
     #[test]
